@@ -1,0 +1,31 @@
+# All set-up happens here: a fresh machine needs only python3 (3.11+) and make.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCULPT := $(VENV)/bin/sculpt
+EXTRAS ?= lstm,api,dev
+
+.PHONY: install demo test check lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch's CPU wheel, pinned explicitly (a loose range would pull a multi-GB CUDA build)
+	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) scripts/first_run.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check sculpt tests stacks policies
+	$(VENV)/bin/lint-imports
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) .sculpt build *.egg-info

@@ -1,0 +1,36 @@
+"""Helpers shared by the verb modules: spec/ledger resolution, JSON output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+SpecOpt = Annotated[
+    Path, typer.Option("--spec", "-f", help="fleet spec file", envvar="SCULPT_SPEC", show_default=True)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+
+DEFAULT_SPEC = Path("sculpt.yaml")
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout (the stable ``--json`` contract)."""
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one line on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

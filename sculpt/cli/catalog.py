@@ -1,0 +1,65 @@
+"""``sculpt catalog``: list the offerings of a provider's catalog."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sculpt.cli._common import JsonOpt, emit_json, is_tty
+
+app = typer.Typer(help="List instance shapes and prices.", no_args_is_help=False)
+
+
+@app.callback(invoke_without_command=True)
+def list_offerings(
+    ctx: typer.Context,
+    provider: Annotated[str, typer.Option(help="local | aws | gcp | sim")] = "local",
+    region: Annotated[str | None, typer.Option(help="only this region")] = None,
+    family: Annotated[list[str] | None, typer.Option(help="only these families (repeatable)")] = None,
+    min_vcpu: Annotated[float, typer.Option(help="only shapes with at least this many vCPUs")] = 0.0,
+    min_memory_gib: Annotated[float, typer.Option(help="only shapes with at least this much memory")] = 0.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """List offerings (cheapest first); with --min-vcpu/--min-memory-gib, those meeting the demand."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sculpt.catalog import load_catalog
+    from sculpt.domain.catalog import Demand
+
+    cat = load_catalog(provider)
+    if region is not None and region not in cat.regions():
+        from sculpt.domain.errors import NotFoundError
+
+        raise NotFoundError(f"region '{region}' is not in the {cat.provider} catalog",
+                            f"use one of: {', '.join(cat.regions())}")
+    if family:
+        cat = cat.filter(families=family)
+    offers = cat.meeting(Demand(cpu_cores=min_vcpu, memory_gib=min_memory_gib), region)
+    if json_out:
+        emit_json({
+            "provider": cat.provider,
+            "regions": list(cat.regions()) if region is None else [region],
+            "offerings": [
+                {"shape": o.shape.name, "family": o.shape.family, "vcpu": o.shape.vcpu,
+                 "memory_gib": o.shape.memory_gib, "gpus": o.shape.gpus, "network_gbps": o.shape.network_gbps,
+                 "storage": o.shape.storage, "arch": o.shape.arch, "region": o.region,
+                 "price_hour": o.price_hour, "spot_price_hour": o.spot_price_hour}
+                for o in offers
+            ],
+        })
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{cat.provider} catalog" + (f" in {region}" if region else ""), show_lines=False)
+    for col in ("shape", "family", "vCPU", "GiB", "GPU", "net Gb/s", "disk", "region", "$/h", "spot $/h"):
+        t.add_column(col, justify="right" if col not in ("shape", "family", "disk", "region") else "left")
+    for o in offers[:200]:
+        s = o.shape
+        t.add_row(s.name, s.family, f"{s.vcpu:g}", f"{s.memory_gib:g}", str(s.gpus),
+                  "" if s.network_gbps is None else f"{s.network_gbps:g}", s.storage, o.region,
+                  f"{o.price_hour:.4f}", "" if o.spot_price_hour is None else f"{o.spot_price_hour:.4f}")
+    Console(width=None if is_tty() else 160).print(t)
+    if len(offers) > 200:
+        typer.echo(f"... {len(offers) - 200} more; narrow with --region/--family or use --json")

@@ -1,0 +1,66 @@
+"""The ``sculpt`` typer application: registers each verb and turns ``SculptError`` into one line + exit code.
+
+Exit codes: 0 ok; 1 an error the message explains (bad spec, locked stack, provider failure);
+2 a policy violation (``sculpt plan``, ``sculpt policy check``) or a usage error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+
+class SculptGroup(TyperGroup):
+    """Root group: a ``SculptError`` raised by any verb becomes ``error: <one line>`` and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as e:  # noqa: BLE001 - only SculptError is handled; others re-raise
+            from sculpt.domain.errors import SculptError
+
+            if isinstance(e, SculptError):
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(e.exit_code) from None
+            raise
+
+
+app = typer.Typer(
+    cls=SculptGroup,
+    name="sculpt",
+    help="Keep running applications on the right instance shape, predictively.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log debug detail to stderr"),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="warning: %(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- verbs (each module is cheap to import) ---------------------------------------------------------------
+from sculpt.cli import catalog as _catalog  # noqa: E402
+from sculpt.cli import init as _init  # noqa: E402
+
+app.command("init")(_init.command)
+app.add_typer(_catalog.app, name="catalog")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

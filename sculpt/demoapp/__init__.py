@@ -1,0 +1,1 @@
+"""sculpt.demoapp"""
