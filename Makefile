@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SCULPT := $(VENV)/bin/sculpt
-EXTRAS ?= lstm,api,dev
+EXTRAS ?= lstm,api,dev,aws,gcp
 
 .PHONY: install demo test check lint bench clean
 

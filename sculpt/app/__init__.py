@@ -1,1 +1,1 @@
-"""sculpt.app"""
+"""sculpt.app: the composition root (``wiring``), the loop and the HTTP API sit here, above every layer."""

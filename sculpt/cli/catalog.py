@@ -63,3 +63,41 @@ def list_offerings(
     Console(width=None if is_tty() else 160).print(t)
     if len(offers) > 200:
         typer.echo(f"... {len(offers) - 200} more; narrow with --region/--family or use --json")
+
+
+@app.command("refresh")
+def refresh(
+    provider: Annotated[str, typer.Option(help="aws (the only provider with a refresh so far)")] = "aws",
+    regions: Annotated[list[str] | None, typer.Option(
+        "--regions", help="regions to refresh (repeatable or comma-separated); default: the built-in catalog's")] = None,
+    out: Annotated[str | None, typer.Option(help="CSV to write; default: <state dir>/catalog/<provider>.csv")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(
+        "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="EC2 endpoint (e.g. a local emulator)")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rebuild the catalog from the cloud's API (specs, offerings per region, spot prices)."""
+    from pathlib import Path
+
+    from sculpt.domain.errors import ConfigError
+
+    if provider != "aws":
+        raise ConfigError(f"catalog refresh is built for aws, not '{provider}'",
+                          "use --provider aws; the GCP catalog is the built-in one")
+    try:
+        import boto3  # noqa: F401
+
+        from sculpt.catalog.refresh import refresh_aws, write_csv
+    except ImportError:
+        raise ConfigError("catalog refresh needs boto3", "pip install 'sculpt[aws]'") from None
+    from sculpt.catalog import load_catalog
+    from sculpt.ledger import state_dir
+
+    base = load_catalog("aws")
+    wanted = [r.strip() for item in (regions or []) for r in item.split(",") if r.strip()] or list(base.regions())
+    report = refresh_aws(wanted, base, endpoint_url=endpoint_url)
+    path = write_csv(report.rows, Path(out) if out else state_dir() / "catalog" / f"{provider}.csv")
+    if json_out:
+        emit_json({"provider": provider, "path": str(path), "regions": wanted, "offerings": len(report.rows),
+                   "with_spot": report.with_spot, "skipped_unpriced": report.unpriced})
+        return
+    typer.echo(f"wrote {path}: {report.summary()}")

@@ -56,6 +56,34 @@ from sculpt.cli import init as _init  # noqa: E402
 
 app.command("init")(_init.command)
 app.add_typer(_catalog.app, name="catalog")
+from sculpt.cli import bench as _bench  # noqa: E402
+
+app.add_typer(_bench.app, name="bench")
+from sculpt.cli import train as _train  # noqa: E402
+
+app.command("train")(_train.command)
+from sculpt.cli import replay as _replay  # noqa: E402
+
+app.command("replay")(_replay.command)
+from sculpt.cli import agent as _agent  # noqa: E402
+from sculpt.cli import down as _down  # noqa: E402
+from sculpt.cli import history as _history  # noqa: E402
+from sculpt.cli import rollback as _rollback  # noqa: E402
+from sculpt.cli import status as _status  # noqa: E402
+from sculpt.cli import up as _up  # noqa: E402
+
+app.command("up")(_up.command)
+app.command("status")(_status.command)
+app.command("history")(_history.command)
+app.command("rollback")(_rollback.command)
+app.command("down")(_down.command)
+app.command("agent")(_agent.command)
+from sculpt.cli import morph as _morph  # noqa: E402
+
+app.command("morph")(_morph.command)
+from sculpt.cli import policy as _policy  # noqa: E402
+
+app.add_typer(_policy.app, name="policy")
 
 
 def main() -> None:

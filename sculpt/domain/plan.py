@@ -81,6 +81,39 @@ class Plan(BaseModel):
             lines.append(f"  [{mark}] {r.rule}: {r.message}")
         return "\n".join(lines)
 
+    def to_markdown(self) -> str:
+        """The plan as a pull-request comment: what changes, why, $/month, confidence, policy results."""
+        verdict = "allowed" if self.allowed else "**blocked by policy**"
+        sign = "+" if self.expected_monthly_delta_usd >= 0 else "-"
+        lines = [
+            f"### sculpt plan for `{self.stack}`: {self.decision.value} ({verdict})",
+            "",
+            f"**Why:** {self.reason}",
+            "",
+        ]
+        if self.actions:
+            lines += ["| change | slot | from | to |", "|---|---|---|---|"]
+            for a in self.actions:
+                if a.kind == "scale":
+                    lines.append(f"| scale | all | | {a.replicas} replicas |")
+                else:
+                    lines.append(f"| {a.kind} | {a.slot or 'all'} | {a.from_shape or ''} {a.from_region or ''} "
+                                 f"| {a.to_shape or ''} {a.to_region or ''} |")
+        else:
+            lines.append("No changes to the fleet.")
+        lines += [
+            "",
+            f"- expected cost change: **{sign}${abs(self.expected_monthly_delta_usd):,.2f}/month**",
+            f"- confidence: {self.confidence:.0%}, risk of SLO breach: {self.risk:.0%}"
+            + (" (urgent)" if self.urgent else ""),
+        ]
+        if self.policy:
+            lines += ["", "| policy rule | level | result | detail |", "|---|---|---|---|"]
+            for r in self.policy:
+                mark = "pass" if r.passed else ("**FAIL**" if r.level == "mandatory" else "warn")
+                lines.append(f"| {r.rule} | {r.level} | {mark} | {r.message.replace('|', '/')} |")
+        return "\n".join(lines) + "\n"
+
     def to_json(self) -> dict[str, object]:
         return {
             "stack": self.stack,

@@ -1,0 +1,180 @@
+"""``sculpt bench lb``: what the local load balancer costs — direct vs through-LB latency and throughput.
+
+Why it exists: the morph protocol puts the LB in every request's path, so its overhead must stay small
+(targets: < 1 ms added p50, >= 70 % of direct throughput). This starts one demo-app process and one LB
+process (as the agent hosts it: a separate process from the client), then drives each with the same
+closed-loop keep-alive client (one thread, ``selectors``, N connections, raw HTTP/1.1) and compares.
+Benchmarks print figures and write JSON; they assert nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sculpt.cli.bench import app
+
+
+def closed_loop(host: str, port: int, path: str, connections: int, duration_s: float,
+                warmup_s: float = 0.3) -> dict[str, float]:
+    """Keep ``connections`` requests outstanding (one per connection) for ``duration_s``.
+
+    Returns ``{"p50_ms", "p99_ms", "rps", "requests", "errors"}``; the warm-up is not counted.
+    """
+    import selectors
+    import socket
+    import time
+
+    req = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    sel = selectors.DefaultSelector()
+    state: dict[socket.socket, list[object]] = {}
+    for _ in range(connections):
+        s = socket.create_connection((host, port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        state[s] = [bytearray(), time.perf_counter()]
+        s.send(req)
+    lat: list[float] = []
+    errors = 0
+    t_start = time.perf_counter()
+    t_count = t_start + warmup_s
+    t_end = t_count + duration_s
+    counted = 0
+    try:
+        while True:
+            now = time.perf_counter()
+            if now >= t_end:
+                break
+            for key, _ in sel.select(timeout=0.5):
+                s = key.fileobj  # type: ignore[assignment]
+                st = state[s]  # type: ignore[index]
+                buf: bytearray = st[0]  # type: ignore[assignment]
+                chunk = s.recv(65536)  # type: ignore[union-attr]
+                if not chunk:
+                    raise ConnectionError("server closed a keep-alive connection")
+                buf += chunk
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                i = buf.find(b"Content-Length:", 0, end)
+                n = int(buf[i + 15:buf.find(b"\r\n", i)]) if i >= 0 else 0
+                if len(buf) < end + 4 + n:
+                    continue
+                t = time.perf_counter()
+                if buf[9:10] != b"2":
+                    errors += 1
+                if t >= t_count:
+                    lat.append(t - st[1])  # type: ignore[operator]
+                    counted += 1
+                del buf[:end + 4 + n]
+                st[1] = time.perf_counter()
+                s.send(req)  # type: ignore[union-attr]
+    finally:
+        for s in state:
+            sel.unregister(s)
+            s.close()
+        sel.close()
+    lat.sort()
+    elapsed = min(time.perf_counter(), t_end) - t_count
+    return {"p50_ms": round(lat[len(lat) // 2] * 1000, 4) if lat else float("nan"),
+            "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 4) if lat else float("nan"),
+            "rps": round(counted / elapsed, 1), "requests": counted, "errors": errors}
+
+
+def _compare(app_port: int, lb_port: int, path: str, connections: int, duration_s: float) -> dict[str, object]:
+    """Latency at 1 connection and throughput at ``connections``, direct and through the LB."""
+    out: dict[str, object] = {"path": path, "connections": connections, "duration_s": duration_s}
+    for name, port in (("direct", app_port), ("lb", lb_port)):
+        typer.echo(f"measuring {name} GET {path} ...", err=True)
+        lat = closed_loop("127.0.0.1", port, path, 1, duration_s)
+        thr = closed_loop("127.0.0.1", port, path, connections, duration_s)
+        out[name] = {"p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "rps": thr["rps"],
+                     "rps_1conn": lat["rps"], "errors": int(lat["errors"] + thr["errors"])}
+    direct, lb = out["direct"], out["lb"]
+    assert isinstance(direct, dict) and isinstance(lb, dict)
+    out["added_p50_ms"] = round(lb["p50_ms"] - direct["p50_ms"], 4)
+    out["throughput_ratio"] = round(lb["rps"] / direct["rps"], 3) if direct["rps"] else 0.0
+    out["targets_met"] = out["added_p50_ms"] < 1.0 and out["throughput_ratio"] >= 0.7  # type: ignore[operator]
+    return out
+
+
+def run_bench(duration_s: float, connections: int, path: str, work_path: str | None) -> dict[str, object]:
+    """Start the app and the LB as processes, compare direct vs LB on ``path`` (and on ``work_path``, a
+    request that makes the app do real work), stop everything."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(args: list[str], port_file: Path) -> int:
+        p = subprocess.Popen([sys.executable, *args, "--port-file", str(port_file)])
+        procs.append(p)
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{args[1]} did not start")
+            time.sleep(0.02)
+        return int(port_file.read_text())
+
+    with tempfile.TemporaryDirectory(prefix="sculpt-bench-lb-") as tmp:
+        d = Path(tmp)
+        try:
+            app_port = spawn(["-m", "sculpt.demoapp", "--port", "0", "--data-dir", str(d / "data"),
+                              "--instance-id", "bench"], d / "app.port")
+            lb_port = spawn(["-m", "sculpt.providers.local.lb", "--backend", f"app=127.0.0.1:{app_port}"],
+                            d / "lb.port")
+            import http.client
+
+            c = http.client.HTTPConnection("127.0.0.1", app_port, timeout=5)
+            c.request("PUT", "/kv/bench", body=b"x" * 100)
+            c.getresponse().read()
+            c.close()
+            out = _compare(app_port, lb_port, path, connections, duration_s)
+            if work_path:
+                out["with_work"] = _compare(app_port, lb_port, work_path, connections, duration_s)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+    return out
+
+
+@app.command("lb")
+def bench_lb(
+    json_out: Annotated[bool, typer.Option("--json", help="print machine-readable JSON")] = False,
+    duration: Annotated[float, typer.Option(help="seconds per measurement")] = 3.0,
+    connections: Annotated[int, typer.Option(help="concurrent keep-alive connections for throughput")] = 16,
+    path: Annotated[str, typer.Option(help="request path (the app's cheapest: a kv read)")] = "/kv/bench",
+    work_path: Annotated[str, typer.Option(help="second comparison with app work per request ('' skips)")
+                         ] = "/work?ms=1",
+    out: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
+) -> None:
+    """Direct vs through-LB p50 latency (1 connection) and throughput (N connections), closed loop."""
+    res = run_bench(duration, connections, path, work_path or None)
+    if out is not None:
+        out.write_text(json.dumps(res, indent=2))
+    if json_out:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    typer.echo(f"{'':8} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>10}   (p50 at 1 connection, req/s at "
+               f"{res['connections']} connections, closed loop)")
+    for part in (res, res.get("with_work")):
+        if not isinstance(part, dict):
+            continue
+        typer.echo(f"GET {part['path']}")
+        for name in ("direct", "lb"):
+            r = part[name]
+            typer.echo(f"  {name:6} {r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f} {r['rps']:>10.0f}")
+        typer.echo(f"  added p50 {part['added_p50_ms']:.3f} ms (target < 1), throughput ratio "
+                   f"{part['throughput_ratio']:.2f} (target >= 0.70): {'met' if part['targets_met'] else 'NOT met'}")

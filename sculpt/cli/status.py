@@ -1,0 +1,61 @@
+"""``sculpt status``: what runs now — the stack version, the load balancer and each instance.
+
+``--json`` prints ``{"stack", "version", "engine", "provider", "enforcement", "live_resize", "lb": {"address"},
+"instances": [{"id", "shape", "region", "colour", "weight", "healthy", "pid", "address", "cpu_limit",
+"mem_limit_mb", "enforcement", "restarts", ...}]}``. When nothing runs it prints the same keys with
+``"version": null``, ``"lb": null``, ``"instances": []`` (plus ``"last_version"``) and exits 1.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, emit_json, is_tty
+
+StackOpt = Annotated[str | None, typer.Option("--stack", help="stack name (default: the spec's fleet)")]
+
+
+def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the running stack: version, load balancer address, instances and their enforced limits."""
+    from sculpt.app.wiring import wire_stack
+
+    w = wire_stack(stack, spec)
+    try:
+        engine = w.engine
+        live = engine.provider.status() if hasattr(engine, "provider") else None
+        latest = w.ledger.latest_version(w.stack)
+        current = w.ledger.latest_version(w.stack, succeeded_only=True)
+    finally:
+        w.close()
+    assert w.spec is not None
+    base = {"stack": w.stack, "engine": w.spec.engine, "provider": w.spec.provider}
+    if live is None:
+        if json_out:
+            emit_json({**base, "version": None, "lb": None, "instances": [],
+                       "last_version": latest.version if latest else None})
+        else:
+            typer.echo(f"error: stack '{w.stack}' is not running. To fix: run `sculpt up`.", err=True)
+        raise typer.Exit(1)
+    out = {**base, "version": current.version if current else None,
+           "enforcement": live.get("enforcement"), "live_resize": live.get("live_resize"),
+           "agent_pid": live.get("agent_pid"), "lb": live.get("lb"), "instances": live.get("instances", [])}
+    if json_out:
+        emit_json(out)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    lb = (out["lb"] or {}).get("address")
+    where = f"http://{lb}" if lb else "no load balancer yet"
+    t = Table(title=f"{w.stack} v{out['version'] or '-'} — {where} ({out['enforcement']})", title_justify="left")
+    for col in ("id", "shape", "region", "colour", "weight", "healthy", "pid", "address", "cpu", "mem MB",
+                "restarts"):
+        t.add_column(col, justify="right" if col in ("weight", "pid", "cpu", "mem MB", "restarts") else "left")
+    for i in out["instances"]:
+        t.add_row(i["id"], i["shape"], i["region"], i["colour"], str(i["weight"]),
+                  "yes" if i["healthy"] else "NO", str(i["pid"] or "-"), i["address"],
+                  f"{i['cpu_limit']:g}" if i["cpu_limit"] is not None else "-", str(i["mem_limit_mb"]),
+                  str(i.get("restarts", 0)))
+    Console(width=None if is_tty() else 160).print(t)

@@ -1,0 +1,117 @@
+"""The cost model of a decision: breach probabilities from forecast quantiles, and the settings that weigh
+money against SLO risk. Pure numpy; every function works on one stream or many (rows) at once.
+
+Demand over the horizon is read as a log-normal fitted to the forecast's p50 and p95 of the horizon's peak:
+cheap, always positive, right-skewed like real load. ``breach_probability`` gives P(peak > capacity) for every
+(stream, shape) pair; CPU and memory are treated as independent.
+
+>>> import numpy as np
+>>> p = breach_probability(np.array([1.0]), np.array([2.0]), np.array([1.0, 2.0, 4.0]))
+>>> [round(float(x), 3) for x in p[0]]
+[0.5, 0.05, 0.001]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Z95 = 1.6448536269514722  # standard normal 95th percentile
+SIGMA_MIN = 0.05  # a forecast is never treated as exact: at least ±5 % log-spread
+SIGMA_MAX = 1.0  # p95/p50 at most e^1.645 ≈ 5.2: an idle stream's p50 ≈ 0 must not make the tail unbounded
+FLOOR = 1e-6  # demand below this (cores, GiB) counts as zero
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """The constants of the cost/benefit formula (units in the names). Why each default:
+
+    - ``horizon_h`` 1 h: the forecast horizon; also how long a decision is relied on before the next one
+      may change it (the default cooldown), so savings are counted over one horizon only.
+    - ``slo_penalty_usd_per_h`` $2/h: what an hour of running short of capacity is worth avoiding. About
+      20x the price of a 2-vCPU instance, so a 1 % breach chance outweighs a 20 % saving on small
+      shapes; large shapes still pay for their own headroom through their price.
+    - ``oom_weight`` 4: running out of memory kills the process (an outage and a restart), running out of
+      CPU only slows it; a memory breach counts as four CPU breaches in the penalty.
+    - ``payback_h`` 4 h: the rates of the next horizon (price + breach penalty) are assumed to hold this
+      long when weighing a move against its one-off cost: a move must pay for itself within 4 h. One
+      horizon (1 h) never leaves a slightly-too-big shape; a day chases savings no forecast vouches for.
+    - ``overlap_s`` 600 s: blue/green runs both shapes while green boots and syncs; billed at the new price.
+    - ``transfer_usd_per_gb`` / ``state_gb``: only across regions (state moved over the network).
+    - ``pause_usd``: what the short LB pause costs per move (lost or delayed requests); 0 by default.
+    - ``risk_usd`` $0.05: charged per move, scaled by (1 - confidence): unsure forecasts must save more.
+    - ``aggressiveness`` 0.5: 0 moves only to prevent a breach, 1 chases every saving. The net gain a
+      non-urgent move must clear is ``(1 - a) / a * min_gain_fraction`` of the current shape's payback cost
+      (5 % at 0.5, none at 1, infinite at 0).
+    - ``confidence_floor`` 0.2: below it only urgent upsizes happen.
+    - ``cooldown_s`` 3600: at most one non-urgent move per stream per hour (hysteresis against flapping).
+    - ``urgent_breach`` 0.10: when the current shape's breach chance exceeds this, upsizing is urgent and
+      skips threshold, confidence floor and cooldown (policy still applies).
+    - ``utilisation_cap`` 1.0: capacity counted is this share of a shape (the spec's ``slo.max_utilisation``
+      live; 1.0 in replay, where under-provisioning means demand above the whole shape).
+    """
+
+    horizon_h: float = 1.0
+    slo_penalty_usd_per_h: float = 2.0
+    oom_weight: float = 4.0
+    payback_h: float = 4.0
+    overlap_s: float = 600.0
+    transfer_usd_per_gb: float = 0.02
+    state_gb: float = 0.0
+    pause_usd: float = 0.0
+    risk_usd: float = 0.05
+    aggressiveness: float = 0.5
+    min_gain_fraction: float = 0.05
+    confidence_floor: float = 0.2
+    cooldown_s: float = 3600.0
+    urgent_breach: float = 0.10
+    utilisation_cap: float = 1.0
+
+    def gain_threshold(self) -> float:
+        """Share of the current horizon cost a non-urgent move must save net (inf at aggressiveness 0)."""
+        a = min(max(self.aggressiveness, 0.0), 1.0)
+        if a <= 0.0:
+            return float("inf")
+        return (1.0 - a) / a * self.min_gain_fraction
+
+
+DEFAULT_COST = CostModel()
+
+
+def _norm_sf(z: np.ndarray) -> np.ndarray:
+    """P(Z > z) for a standard normal (Abramowitz–Stegun 7.1.26 erfc, |error| < 1.5e-7): no scipy needed."""
+    x = np.abs(z) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    half_erfc = 0.5 * poly * np.exp(-x * x)
+    return np.where(z >= 0, half_erfc, 1.0 - half_erfc)
+
+
+def breach_probability(p50: np.ndarray, p95: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """P(peak demand > capacity) for each stream (rows) and shape (columns), log-normal from p50/p95.
+
+    Non-finite quantiles give probability NaN (the caller holds); zero demand never breaches.
+    """
+    p50 = np.asarray(p50, dtype=np.float64)
+    p95 = np.maximum(np.asarray(p95, dtype=np.float64), p50)
+    cap = np.asarray(capacity, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log95 = np.log(np.maximum(p95, FLOOR))
+        mu = np.maximum(np.log(np.maximum(p50, FLOOR)), log95 - Z95 * SIGMA_MAX)
+        sigma = np.clip((log95 - mu) / Z95, SIGMA_MIN, SIGMA_MAX)
+        z = (np.log(np.maximum(cap, FLOOR))[None, :] - mu[:, None]) / sigma[:, None]
+    p = _norm_sf(z)
+    p = np.where((p95 <= FLOOR)[:, None], 0.0, p)
+    bad = ~(np.isfinite(p50) & np.isfinite(p95))
+    return np.where(bad[:, None], np.nan, p)
+
+
+def joint_breach(cpu: np.ndarray, mem: np.ndarray) -> np.ndarray:
+    """P(CPU or memory breaches), treating them as independent."""
+    return 1.0 - (1.0 - cpu) * (1.0 - mem)
+
+
+def weighted_breach(cpu: np.ndarray, mem: np.ndarray, oom_weight: float) -> np.ndarray:
+    """The breach term of the expected cost: P(CPU breach) + oom_weight·P(memory breach)."""
+    return cpu + oom_weight * mem

@@ -1,0 +1,385 @@
+"""The ``pulumi`` stack engine: the desired fleet as a Pulumi stack, driven through the Automation API.
+
+Why it exists: on AWS and GCP the fleet is real cloud infrastructure, and Pulumi gives it a state file,
+diffs and safe replacement order. sculpt keeps its own numbered history in the ledger (the ``file://``
+backend numbers nothing), and joins it with ``stack.history()`` through the ``sculpt:version`` config
+value each update carries.
+
+- The program is ``stacks.program`` run inline; the fleet travels as stack config (``sculpt:fleet``,
+  JSON, and ``sculpt:version``), so Pulumi's history records exactly what each update applied.
+- Backend: ``file://<state dir>/pulumi/backend`` unless ``backend_url`` in sculpt.yaml says otherwise;
+  secrets use the passphrase provider (``PULUMI_CONFIG_PASSPHRASE``, empty if unset).
+- ``preview`` returns the slot diff plus Pulumi's change summary and the replace-causing properties,
+  and warns about replaces and deletes the slot diff does not explain; ``up`` previews first, then
+  streams engine events as progress lines.
+- ``rollback(N)`` re-applies the config Pulumi recorded for version N's succeeded update as a new version,
+  with ``up(refresh=True)``, then confirms with ``preview(expect_no_changes=True)``. There is no
+  ``pulumi rollback``; importing an old checkpoint would be state surgery, not a rollback.
+
+This module and ``pulumi_errors`` are the only ones that import ``pulumi.automation`` (lazily: importing
+this module costs nothing and works without the SDK).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sculpt.domain.catalog import Catalog
+from sculpt.domain.errors import ConfigError, ProviderError
+from sculpt.domain.fleet import Fleet
+from sculpt.domain.spec import FleetSpec
+from sculpt.engine.base import Diff, diff_fleets
+from sculpt.engine.local import fleet_of, fleet_record
+from sculpt.engine.pulumi_errors import translated
+from sculpt.ledger import Ledger, Version
+
+log = logging.getLogger("sculpt.engine.pulumi")
+
+PROJECT = "sculpt"
+FLEET_KEY = "sculpt:fleet"
+VERSION_KEY = "sculpt:version"
+
+# Resources that live as long as the fleet: replacing or deleting one is never part of a migration step.
+LASTING_TYPES = frozenset({
+    "aws:lb/loadBalancer:LoadBalancer", "aws:lb/listener:Listener", "aws:lb/targetGroup:TargetGroup",
+    "aws:ec2/securityGroup:SecurityGroup", "aws:ebs/volume:Volume",
+    "gcp:compute/healthCheck:HealthCheck", "gcp:compute/uRLMap:URLMap",
+    "gcp:compute/targetHttpProxy:TargetHttpProxy", "gcp:compute/globalForwardingRule:GlobalForwardingRule",
+    "gcp:compute/firewall:Firewall",
+})
+INSTANCE_TYPES = frozenset({"aws:ec2/instance:Instance", "aws:lb/targetGroupAttachment:TargetGroupAttachment"})
+DESTRUCTIVE_OPS = frozenset({"replace", "delete", "create-replacement", "delete-replaced"})
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ResourceStep:
+    """One resource operation Pulumi plans (from a ``ResourcePreEvent``)."""
+
+    op: str
+    type: str
+    name: str
+    keys: tuple[str, ...] = ()  # the properties that force a replacement
+
+    def __str__(self) -> str:
+        why = f" (because of {', '.join(self.keys)})" if self.keys else ""
+        return f"{self.op} {self.type} {self.name}{why}"
+
+
+@dataclass(frozen=True)
+class PulumiDiff(Diff):
+    """The slot diff plus what Pulumi would do to each resource."""
+
+    resources: Mapping[str, int] = field(default_factory=dict)  # Pulumi's change summary by op
+    steps: tuple[ResourceStep, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        lines = [Diff.__str__(self)]
+        if self.resources:
+            lines.append("resources: " + ", ".join(f"{op} {n}" for op, n in sorted(self.resources.items())))
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, object]:
+        out = Diff.to_json(self)
+        out["resources"] = dict(self.resources)
+        out["steps"] = [{"op": s.op, "type": s.type, "name": s.name, "replace_keys": list(s.keys)}
+                        for s in self.steps]
+        out["warnings"] = list(self.warnings)
+        return out
+
+
+@dataclass(frozen=True)
+class StackVersion(Version):
+    """A ledger version with what Pulumi recorded for its update (``None`` if Pulumi has no record)."""
+
+    pulumi: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = Version.to_json(self)
+        out["pulumi"] = self.pulumi
+        return out
+
+
+def unexpected_changes(steps: tuple[ResourceStep, ...], diff: Diff) -> tuple[str, ...]:
+    """Replaces and deletes the slot diff does not explain (a lasting resource, or an unchanged slot)."""
+    moving = {c.slot_id for c in diff.changes if c.op in ("delete", "replace")}
+    out = []
+    for s in steps:
+        if s.op not in DESTRUCTIVE_OPS or s.op == "delete-replaced":
+            continue
+        slot = s.name.removesuffix("-tg")
+        if s.type in LASTING_TYPES or (s.type in INSTANCE_TYPES and slot not in moving):
+            out.append(f"pulumi would {s.op} {s.type} '{s.name}'"
+                       + (f" because {', '.join(s.keys)} changed" if s.keys else "")
+                       + " — the fleet change does not explain it")
+    return tuple(out)
+
+
+def load_stacks() -> Any:
+    """The ``stacks`` package (the Pulumi programs) beside the ``sculpt`` package in a source checkout."""
+    try:
+        return importlib.import_module("stacks")
+    except ImportError:
+        root = Path(__file__).resolve().parents[2]
+        if not (root / "stacks" / "__init__.py").exists():
+            raise ConfigError("the Pulumi stack programs (the 'stacks' package) are not importable",
+                              "run sculpt from a checkout of its repository, or add it to PYTHONPATH") from None
+        sys.path.insert(0, str(root))
+        return importlib.import_module("stacks")
+
+
+def describe_event(event: Any) -> str | None:
+    """A progress line for an engine event, or ``None`` for events not worth a line."""
+    if event.resource_pre_event is not None:
+        m = event.resource_pre_event.metadata
+        if m.op.value in ("same", "read"):
+            return None
+        return f"{m.op.value} {m.type} {m.urn.split('::')[-1]}"
+    if event.res_op_failed_event is not None:
+        m = event.res_op_failed_event.metadata
+        return f"failed {m.op.value} {m.type} {m.urn.split('::')[-1]}"
+    if event.diagnostic_event is not None and event.diagnostic_event.severity == "error":
+        return "error: " + event.diagnostic_event.message.strip()
+    if event.summary_event is not None:
+        changes = event.summary_event.resource_changes or {}
+        return "done: " + (", ".join(f"{op} {n}" for op, n in sorted(changes.items())) or "no changes")
+    return None
+
+
+class PulumiEngine:
+    """``StackEngine`` over a Pulumi stack. ``command`` replaces the ``pulumi`` CLI process (tests)."""
+
+    name = "pulumi"
+
+    def __init__(self, spec: FleetSpec, state_dir: Path, ledger: Ledger, *, command: Any = None,
+                 on_progress: Progress | None = None, preview_before_up: bool = True) -> None:
+        self.spec = spec
+        self.stack = spec.fleet
+        self.state_dir = Path(state_dir)
+        self.ledger = ledger
+        self.backend_url = spec.backend_url or f"file://{self.state_dir / 'pulumi' / 'backend'}"
+        self.work_dir = self.state_dir / "pulumi" / "project"
+        self._command = command
+        self._progress: Progress = on_progress or (lambda line: log.info("%s", line))
+        self._preview_before_up = preview_before_up
+        self._stack_obj: Any = None
+        self._previewed: Fleet | None = None  # `sculpt up` previews, then ups: no second preview
+
+    # -- the Automation API, in one place ------------------------------------------------------------------
+    def _workspace_stack(self) -> Any:
+        """Create or select the stack (first use runs the CLI: a missing CLI fails here, clearly)."""
+        if self._stack_obj is not None:
+            return self._stack_obj
+        try:
+            from pulumi import automation as auto
+        except ImportError:
+            raise ConfigError("engine: pulumi needs the Pulumi Python SDK, which is not installed",
+                              "pip install 'sculpt[aws]' (or 'sculpt[gcp]')") from None
+        if self.backend_url.startswith("file://"):
+            Path(self.backend_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with translated(self.stack):
+            command = self._command or auto.PulumiCommand()
+            opts = auto.LocalWorkspaceOptions(
+                work_dir=str(self.work_dir),
+                pulumi_command=command,
+                secrets_provider="passphrase",
+                env_vars=self._env(),
+                project_settings=auto.ProjectSettings(name=PROJECT, runtime="python",
+                                                      backend=auto.ProjectBackend(url=self.backend_url)),
+            )
+            self._stack_obj = auto.create_or_select_stack(stack_name=self.stack, project_name=PROJECT,
+                                                          program=self._program, opts=opts)
+        return self._stack_obj
+
+    @staticmethod
+    def _env() -> dict[str, str]:
+        env = {"PULUMI_SKIP_UPDATE_CHECK": "true"}
+        if "PULUMI_CONFIG_PASSPHRASE_FILE" not in os.environ:
+            env["PULUMI_CONFIG_PASSPHRASE"] = os.environ.get("PULUMI_CONFIG_PASSPHRASE", "")
+        return env
+
+    @staticmethod
+    def _program() -> None:
+        load_stacks().program()
+
+    def _config(self, fleet: Fleet, version: int) -> dict[str, Any]:
+        from pulumi.automation import ConfigValue
+
+        cloud = "aws:region" if fleet.spec.provider == "aws" else "gcp:region"
+        return {FLEET_KEY: ConfigValue(value=json.dumps(fleet.model_dump(mode="json"), separators=(",", ":"))),
+                VERSION_KEY: ConfigValue(value=str(version)),
+                cloud: ConfigValue(value=fleet.spec.region)}
+
+    def _on_event(self, event: Any) -> None:
+        line = describe_event(event)
+        if line:
+            self._progress(line)
+
+    def _check(self, fleet: Fleet) -> None:
+        if fleet.name != self.stack:
+            raise ConfigError(f"the fleet is named '{fleet.name}', this engine drives stack '{self.stack}'",
+                              "use the engine of that stack")
+        load_stacks().common.check_renderable(fleet)
+
+    def _next_version(self) -> int:
+        last = self.ledger.latest_version(self.stack)
+        return (last.version if last else 0) + 1
+
+    # -- the StackEngine port ------------------------------------------------------------------------------
+    def preview(self, fleet: Fleet) -> PulumiDiff:
+        """The slot diff, Pulumi's resource plan and warnings about replaces/deletes it does not explain."""
+        self._check(fleet)
+        slots = diff_fleets(self.current(), fleet)
+        events: list[Any] = []
+        with translated(self.stack):
+            stack = self._workspace_stack()
+            stack.set_all_config(self._config(fleet, self._next_version()))
+            result = stack.preview(on_event=events.append, message=f"sculpt preview of {self.stack}")
+        steps = tuple(
+            ResourceStep(op=e.resource_pre_event.metadata.op.value, type=e.resource_pre_event.metadata.type,
+                         name=e.resource_pre_event.metadata.urn.split("::")[-1],
+                         keys=tuple(e.resource_pre_event.metadata.keys or ()))
+            for e in events if e.resource_pre_event is not None
+            and e.resource_pre_event.metadata.op.value not in ("same", "read")
+        )
+        warnings = unexpected_changes(steps, slots)
+        for w in warnings:
+            log.warning("%s", w)
+        self._previewed = fleet
+        return PulumiDiff(slots.stack, slots.changes, slots.spec_changed,
+                          resources={str(k): int(v) for k, v in (result.change_summary or {}).items()},
+                          steps=steps, warnings=warnings)
+
+    def up(self, fleet: Fleet, message: str = "") -> int:
+        """Preview (warnings first), then update the stack to ``fleet``; returns the new version."""
+        self._check(fleet)
+        with self.ledger.lock(self.stack, "up"):
+            if self._preview_before_up and self._previewed != fleet:
+                self.preview(fleet)
+            self._previewed = None
+            return self._apply(fleet, message or "up", kind="up", config=None)
+
+    def rollback(self, version: int, message: str = "") -> int:
+        """Re-apply the config of ``version``'s succeeded update as a new version, then confirm no drift."""
+        target = self.ledger.version(self.stack, version)
+        if target.result != "succeeded":
+            raise ConfigError(f"version {version} of stack '{self.stack}' {target.result}; only a succeeded "
+                              "version can be re-applied", "pick one marked succeeded in `sculpt history`")
+        fleet = fleet_of(target)
+        with self.ledger.lock(self.stack, "rollback"):
+            with translated(self.stack):
+                recorded = self._recorded_config(self._workspace_stack().history(), version)
+            if recorded is None:
+                log.info("Pulumi has no succeeded update for version %d; re-applying the ledger's fleet", version)
+            n = self._apply(fleet, message or f"rollback to {version}", kind="rollback", config=recorded,
+                            refresh=True)
+            try:
+                with translated(self.stack):
+                    self._workspace_stack().preview(expect_no_changes=True)
+            except ProviderError as e:
+                raise ProviderError(
+                    f"re-applied version {version} as version {n}, but the stack still shows changes ({e.message})",
+                    "run `sculpt plan` to see the drift, then `sculpt rollback --to "
+                    f"{version}` again", retryable=False) from None
+            return n
+
+    def history(self) -> list[StackVersion]:
+        """Ledger versions, oldest first, each with Pulumi's record of its update."""
+        with translated(self.stack):
+            summaries = self._workspace_stack().history()
+        by_version: dict[int, Any] = {}
+        for s in summaries:
+            v = _version_of(s.config)
+            if v is not None and s.kind in ("update", "destroy") and v not in by_version:
+                by_version[v] = s  # history is newest first: keep the latest attempt of each version
+        out = []
+        for v in self.ledger.versions(self.stack):
+            s = by_version.get(v.version)
+            pulumi = None if s is None else {
+                "kind": s.kind, "result": s.result, "message": s.message,
+                "start_time": s.start_time.isoformat(), "end_time": s.end_time.isoformat() if s.end_time else None,
+                "resource_changes": dict(s.resource_changes or {}),
+            }
+            out.append(StackVersion(v.stack, v.version, v.time, v.spec, v.fleet, v.result, v.message, v.kind, pulumi))
+        return out
+
+    def current(self) -> Fleet | None:
+        v = self.ledger.latest_version(self.stack, succeeded_only=True)
+        return fleet_of(v) if v is not None and v.fleet.get("slots") else None
+
+    def current_version(self) -> int | None:
+        v = self.ledger.latest_version(self.stack, succeeded_only=True)
+        return v.version if v is not None else None
+
+    def previous_succeeded(self) -> int | None:
+        ok = [v.version for v in self.ledger.versions(self.stack) if v.result == "succeeded"]
+        return ok[-2] if len(ok) >= 2 else None
+
+    def destroy(self) -> None:
+        """Delete every resource of the stack; the history (Pulumi's and the ledger's) stays."""
+        with self.ledger.lock(self.stack, "down"):
+            with translated(self.stack):
+                self._workspace_stack().destroy(on_event=self._on_event, message=f"sculpt down {self.stack}")
+            last = self.ledger.latest_version(self.stack, succeeded_only=True)
+            if last is not None and last.fleet.get("slots"):
+                self.ledger.append_version(self.stack, spec=last.spec, fleet={"slots": []}, result="succeeded",
+                                           message="down", kind="down")
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _apply(self, fleet: Fleet, message: str, *, kind: str, config: dict[str, Any] | None,
+               refresh: bool = False) -> int:
+        n = self.ledger.append_version(self.stack, spec=fleet.spec.model_dump(mode="json"),
+                                       fleet=fleet_record(fleet), result="pending", message=message, kind=kind)
+        try:
+            with translated(self.stack):
+                stack = self._workspace_stack()
+                values = dict(config) if config is not None else self._config(fleet, n)
+                values[VERSION_KEY] = self._config(fleet, n)[VERSION_KEY]
+                stack.set_all_config(values)
+                stack.up(message=f"sculpt v{n}: {message}", on_event=self._on_event,
+                         **({"refresh": True} if refresh else {}))
+        except BaseException as e:
+            reason = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+            self.ledger.set_version_result(self.stack, n, "failed", f"{message} (failed: {reason})")
+            raise
+        self.ledger.set_version_result(self.stack, n, "succeeded")
+        return n
+
+    @staticmethod
+    def _recorded_config(summaries: list[Any], version: int) -> dict[str, Any] | None:
+        """The config Pulumi recorded for ``version``'s succeeded update (history is newest first)."""
+        for s in summaries:
+            if s.kind == "update" and s.result == "succeeded" and _version_of(s.config) == version:
+                return {k: v for k, v in s.config.items() if k != VERSION_KEY}
+        return None
+
+
+def _version_of(config: Mapping[str, Any]) -> int | None:
+    raw = config.get(VERSION_KEY)
+    value = getattr(raw, "value", raw)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _stderr_progress(line: str) -> None:
+    print(f"  pulumi: {line}", file=sys.stderr, flush=True)
+
+
+def make_engine(spec: FleetSpec, ledger: Ledger, catalog: Catalog, home: Path) -> PulumiEngine:
+    """The factory ``sculpt.app.wiring.make_engine`` calls for ``engine: pulumi`` (progress on stderr)."""
+    del catalog  # prices and shapes are checked by the policy rules; the cloud validates the rest
+    return PulumiEngine(spec, home, ledger, on_progress=_stderr_progress)

@@ -1,0 +1,191 @@
+"""The ``Platform`` adapter for the local provider: the local engine (stack versions) + the stack's agent.
+
+Why it exists: it is the one place where the orchestrator's narrow port meets real processes. Each method
+is a thin translation: fleet versions go through ``LocalEngine`` (so every step is a numbered stack
+version), traffic control and instance facts through ``AgentClient``, and state moves over HTTP straight
+to the instances (the app's checkpoint/restore endpoints, as ``sculpt.yaml`` names them).
+"""
+
+from __future__ import annotations
+
+import bisect
+import http.client
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sculpt.domain.errors import NotFoundError, ProviderError
+from sculpt.domain.fleet import Fleet
+from sculpt.migrate.port import Checkpoint, Instance
+
+log = logging.getLogger("sculpt.migrate.local")
+
+HTTP_TIMEOUT_S = 15.0
+
+
+class LocalPlatform:
+    """``Platform`` over a ``LocalEngine`` and its stack's agent (see ``sculpt.migrate.port``)."""
+
+    def __init__(self, engine: Any, state_dir: str | Path, *, auto_resume_s: float = 15.0) -> None:
+        from sculpt.providers.local.client import AgentClient
+
+        self.engine = engine
+        self.stack: str = engine.stack
+        self.state_dir = Path(state_dir)
+        self.client = AgentClient(self.state_dir, self.stack)
+        self.auto_resume_s = auto_resume_s
+        self._readonly_unsupported = False
+        self._rings: dict[tuple[tuple[str, int], ...], tuple[list[int], list[str], dict[str, str]]] = {}
+
+    @classmethod
+    def open(cls, state_dir: str | Path, stack: str, ledger: Any) -> LocalPlatform:
+        """Build the engine for an existing stack from its ledger (what crash recovery needs)."""
+        from sculpt.catalog import load_catalog
+        from sculpt.engine.local import LocalEngine
+        from sculpt.providers.local.provider import LocalProvider
+
+        return cls(LocalEngine(stack, ledger, load_catalog("local"), LocalProvider(state_dir, stack)), state_dir)
+
+    # -- versions -----------------------------------------------------------------------------------------
+    def current(self) -> tuple[int, Fleet]:
+        v, fleet = self.engine.current_version(), self.engine.current()
+        if v is None or fleet is None:
+            raise NotFoundError(f"stack '{self.stack}' has no running version", "run `sculpt up` first")
+        return int(v), fleet
+
+    def apply(self, fleet: Fleet, message: str) -> int:
+        self._rings.clear()
+        return int(self.engine.up(fleet, message))
+
+    def rollback(self, version: int, message: str) -> int:
+        self._rings.clear()
+        return int(self.engine.rollback(version, message))
+
+    # -- instances ----------------------------------------------------------------------------------------
+    def _rows(self) -> dict[str, dict[str, Any]]:
+        return {str(r["id"]): r for r in self.client.status().get("instances", [])}
+
+    def instances(self) -> dict[str, Instance]:
+        out = {}
+        for sid, r in self._rows().items():
+            out[sid] = Instance(sid, str(r["shape"]), str(r["region"]), bool(r["healthy"]), int(r["weight"]),
+                                r.get("address"), r.get("pid"), Path(r["data_dir"]) if r.get("data_dir") else None)
+        return out
+
+    def probe(self, slot_id: str) -> bool:
+        row = self._rows().get(slot_id)
+        if row is None or not row.get("address"):
+            return False
+        path = self.current()[1].spec.app.health_path
+        try:
+            status, _ = _http(str(row["address"]), "GET", path, timeout_s=2.0)
+        except ProviderError:
+            return False
+        return 200 <= status < 300
+
+    def pause(self) -> None:
+        self.client.pause(auto_resume_s=self.auto_resume_s)
+
+    def resume(self) -> None:
+        self.client.resume()
+
+    def wait_idle(self, slot_ids: Sequence[str], timeout_s: float) -> bool:
+        rows = self._rows()
+        uids = [str(rows[s]["uid"]) for s in slot_ids if s in rows]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            backends = self.client.stats().get("backends", {})
+            if all(int(backends.get(u, {}).get("in_flight", 0)) == 0 for u in uids):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+    def live_resize_blocker(self) -> str | None:
+        caps = self.engine.provider.capabilities()
+        if caps.get("live_resize"):
+            return None
+        return (f"this machine's cgroups are not writable (enforcement: {caps.get('enforcement')}), so a running "
+                "instance's CPU and memory limits cannot change live")
+
+    def keyed_routing(self) -> bool:
+        return self.current()[1].spec.lb.routing == "hash"
+
+    def owner(self, key: str, ring: Sequence[tuple[str, int]]) -> str:
+        """The LB's own ring (points per backend uid = weight), so planning and routing agree."""
+        from sculpt.providers.local.lb import Backend, build_ring, hash_point
+
+        key_ring = tuple(ring)
+        if key_ring not in self._rings:  # one agent round trip per ring, not per key
+            rows = self._rows()
+            uid_of = {sid: str(rows[sid]["uid"]) if sid in rows else sid for sid, _ in ring}
+            pts, own = build_ring([Backend(uid_of[sid], "", 0, w) for sid, w in ring])
+            self._rings[key_ring] = (pts, own, {u: s for s, u in uid_of.items()})
+        points, owners, slot_of = self._rings[key_ring]
+        if not points:
+            raise ProviderError("no slot takes traffic", "give a slot a weight above 0")
+        i = bisect.bisect_left(points, hash_point(key)) % len(points)
+        return slot_of[owners[i]]
+
+    # -- state transport ----------------------------------------------------------------------------------
+    def _address(self, slot_id: str) -> str:
+        row = self._rows().get(slot_id)
+        if row is None or not row.get("address"):
+            raise ProviderError(f"slot {slot_id} has no running instance", "see `sculpt status`")
+        return str(row["address"])
+
+    def checkpoint(self, slot_id: str, since: int | None = None) -> Checkpoint:
+        sync = self.current()[1].spec.app.state_sync
+        path = sync.checkpoint_path if since is None else sync.delta_path.replace("{seq}", str(since))
+        status, body = _http(self._address(slot_id), "GET", path)
+        if status != 200:
+            raise ProviderError(f"checkpoint of {slot_id} answered {status}: {body[:120]!r}",
+                                f"check app.state_sync.checkpoint_path ({path})")
+        return Checkpoint.from_json(json.loads(body))
+
+    def restore(self, slot_id: str, checkpoint: Checkpoint) -> None:
+        path = self.current()[1].spec.app.state_sync.restore_path
+        data = json.dumps(checkpoint.to_json(), separators=(",", ":")).encode()
+        status, body = _http(self._address(slot_id), "POST", path, data)
+        if status != 200:
+            raise ProviderError(f"restore into {slot_id} answered {status}: {body[:120]!r}",
+                                f"check app.state_sync.restore_path ({path})")
+
+    def set_readonly(self, slot_id: str, on: bool) -> None:
+        if self._readonly_unsupported:
+            return
+        status, body = _http(self._address(slot_id), "POST", f"/admin/readonly?on={int(on)}")
+        if status == 404:
+            self._readonly_unsupported = True
+            log.warning("the app has no /admin/readonly endpoint: one writer rests on the LB pause alone")
+        elif status != 200:
+            raise ProviderError(f"read-only {'on' if on else 'off'} for {slot_id} answered {status}: {body[:80]!r}",
+                                "see the instance log")
+
+    def data_dir(self, slot_id: str) -> Path | None:
+        row = self._rows().get(slot_id)
+        if row is not None and row.get("data_dir"):
+            return Path(row["data_dir"])
+        return self.state_dir / "instances" / self.stack / slot_id
+
+    def instance_url(self, slot_id: str) -> str | None:
+        return f"http://{self._address(slot_id)}"
+
+
+def _http(address: str, method: str, path: str, body: bytes | None = None,
+          timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, bytes]:
+    host, _, port = address.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except (OSError, http.client.HTTPException) as e:
+        raise ProviderError(f"{method} {path} on {address} failed: {e}",
+                            "see `sculpt status` and the instance log") from None
+    finally:
+        conn.close()

@@ -1,0 +1,203 @@
+"""A local instance: one OS process running the app's command on a free loopback port, shape enforced.
+
+The agent owns ``Instance`` objects; this module knows how to start one (command substitution, data dir,
+log file, enforcement), probe its health, notice that it died, and stop it (its whole process group).
+
+Layout under the state directory::
+
+    instances/<stack>/<uid>/        the instance's data dir ({data_dir})
+    instances/<stack>/<uid>.log     its stdout and stderr (appended across restarts)
+
+``uid`` is the slot id for the first instance of a slot and ``<slot>#<n>`` for replacements, so a
+replacement never shares a data dir or a load-balancer backend id with the instance it replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sculpt.domain.catalog import Shape
+from sculpt.domain.errors import ProviderError
+from sculpt.domain.fleet import Slot
+from sculpt.domain.spec import App
+from sculpt.providers.local.cgroups import Enforcer, Limits
+
+STOP_GRACE_S = 3.0
+MARK = "--- sculpt:"  # our own lines in an instance log; each start writes one
+
+
+def default_command() -> list[str]:
+    """The bundled demo app."""
+    return [sys.executable, "-m", "sculpt.demoapp", "--host", "127.0.0.1", "--port", "{port}",
+            "--data-dir", "{data_dir}", "--instance-id", "{instance_id}"]
+
+
+def render_command(template: list[str] | None, *, port: int, data_dir: Path, instance_id: str) -> list[str]:
+    """Substitute ``{port}``, ``{data_dir}`` and ``{instance_id}`` in each argument (nothing else is touched).
+
+    >>> render_command(["app", "--port={port}", "{data_dir}"], port=9, data_dir=Path("/d"), instance_id="w-0")
+    ['app', '--port=9', '/d']
+    """
+    argv = template or default_command()
+    return [a.replace("{port}", str(port)).replace("{data_dir}", str(data_dir)).replace("{instance_id}", instance_id)
+            for a in argv]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def probe_health(port: int, path: str = "/healthz", timeout_s: float = 1.0, host: str = "127.0.0.1") -> bool:
+    """True when ``GET path`` answers 2xx."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        return 200 <= conn.getresponse().status < 300
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def tail(path: Path, lines: int = 3, max_bytes: int = 8192) -> str:
+    """The last non-empty lines of a log, joined with `` | `` (for one-line errors)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    all_lines = text.splitlines()
+    marks = [n for n, ln in enumerate(all_lines) if ln.startswith(MARK)]
+    since = all_lines[marks[-1] + 1:] if marks else all_lines  # only the latest start's output
+    kept = [ln.strip() for ln in since if ln.strip()]
+    return " | ".join(kept[-lines:])
+
+
+@dataclass
+class Instance:
+    """A running (or crashed, awaiting restart) instance of one slot."""
+
+    uid: str
+    slot: Slot
+    shape: Shape
+    port: int
+    data_dir: Path
+    log_path: Path
+    argv: list[str]
+    template: list[str] | None
+    env: dict[str, str]
+    health_path: str
+    proc: subprocess.Popen[bytes] | None = None
+    healthy: bool = False
+    ever_healthy: bool = False
+    started: float = 0.0
+    restarts: int = 0
+    next_restart: float = 0.0
+    limits: Limits = field(default_factory=lambda: Limits(1.0, 1024))
+    stopping: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def failure(self) -> str:
+        """One line saying why this instance is not running, from its exit code and log."""
+        code = self.exit_code()
+        last = tail(self.log_path)
+        what = f"exited at once with code {code}" if code is not None else "did not become healthy"
+        return f"the app of instance {self.uid} ({Path(self.argv[0]).name}) {what}" + (f": {last}" if last else "")
+
+
+def new_instance(uid: str, slot: Slot, shape: Shape, app: App, root: Path) -> Instance:
+    """Prepare (not start) an instance of ``slot`` under ``root`` (``<state>/instances/<stack>``)."""
+    data_dir = root / uid
+    port = free_port()
+    inst = Instance(uid=uid, slot=slot, shape=shape, port=port, data_dir=data_dir,
+                    log_path=root / f"{uid}.log", argv=[], template=app.command, env=dict(app.env), health_path=app.health_path,
+                    limits=Limits.of(shape.vcpu, shape.memory_gib))
+    inst.argv = render_command(app.command, port=port, data_dir=data_dir, instance_id=uid)
+    return inst
+
+
+def start(inst: Instance, enforcer: Enforcer) -> None:
+    """Start (or restart) the process, put it under its limits. Keeps the port when it is still free."""
+    inst.data_dir.mkdir(parents=True, exist_ok=True)
+    if not port_free(inst.port):
+        inst.port = free_port()
+        inst.argv = render_command(inst.template, port=inst.port, data_dir=inst.data_dir, instance_id=inst.uid)
+    env = {**os.environ, **inst.env, "SCULPT_INSTANCE_ID": inst.uid, "PORT": str(inst.port),
+           "SCULPT_SHAPE": inst.shape.name, "PYTHONUNBUFFERED": "1"}
+    log = open(inst.log_path, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        log.write(f"{MARK} starting {inst.uid} on port {inst.port} ({inst.shape.name})\n".encode())
+        log.flush()
+        try:
+            inst.proc = subprocess.Popen(inst.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, cwd=str(inst.data_dir), start_new_session=True)
+        except OSError as e:
+            raise ProviderError(f"cannot start the app command '{inst.argv[0]}': {e.strerror}",
+                                "check app.command in sculpt.yaml", retryable=False) from None
+    finally:
+        log.close()
+    inst.started = time.monotonic()
+    inst.healthy = False
+    inst.stopping = False
+    try:
+        enforcer.attach(inst.proc.pid, inst.uid, inst.limits)
+    except ProviderError:
+        stop(inst, enforcer)
+        raise
+
+
+def stop(inst: Instance, enforcer: Enforcer | None = None, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the instance's process group, SIGKILL it after ``grace_s``, release its group."""
+    inst.stopping = True
+    inst.healthy = False
+    p = inst.proc
+    if p is not None and p.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+    if p is not None:
+        # reap stragglers the app may have forked into its group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+    if enforcer is not None:
+        enforcer.release(inst.uid)

@@ -1,0 +1,1045 @@
+"""The local load balancer: one stable HTTP address in front of a local fleet, with the knobs a morph needs.
+
+Why it exists: a blue/green morph on the embedded local cloud must shift traffic between real processes
+without dropping or double-applying a request. This reverse proxy gives the supervisor (``sculpt agent``)
+and the migration orchestrator exactly the operations the morph protocol names: weighted or consistent-hash
+routing, active health checks, draining of removed backends, and a short *pause* that holds new requests
+(in order) while the final state delta is handed over.
+
+It is an HTTP/1.1 proxy built on asyncio Protocols (no task or future per request on the hot path: a
+request costs two socket reads and two writes and little Python), running its own event loop in a daemon
+thread so a synchronous caller (the agent's threads) drives it through thread-safe methods. Keep-alive on
+both sides: each backend has a small pool of idle connections, so a proxied request costs one extra
+loopback hop, not a connect. Answers stream through (Content-Length, chunked, or until the backend closes);
+a chunked request body is re-framed with Content-Length; pipelined requests are answered in order.
+
+Routing
+    ``weighted``: smooth weighted round-robin (nginx's algorithm) over healthy backends with weight > 0.
+    ``hash``: a consistent-hash ring with ``weight`` virtual nodes per backend (weight 100 = 100 points);
+    the key is the ``hash_key`` query parameter or the ``/kv/<key>`` path segment (no key: weighted). A key
+    goes to the first *healthy* backend clockwise from its hash, so adding a backend moves only the keys
+    that land on its points.
+
+Failure handling
+    A backend that fails a request with a connection error is marked down at once (the active health check
+    brings it back). The request is retried once on another healthy backend only if it is idempotent
+    (GET/HEAD): a write is never sent twice. Nothing healthy → 502. Backend timeout → 504.
+
+Pause
+    ``pause()`` returns once the proxy's loop has switched to holding: every request that arrives after it
+    waits in a FIFO queue and is released in arrival order by ``resume()``; a request held longer than
+    ``pause_max_ms`` gets 503 (``Retry-After: 1``). Requests already sent to a backend are not held: use
+    ``wait_idle`` to see them finish.
+
+``GET /__lb/stats`` on the LB's own port returns :meth:`LoadBalancer.stats` as JSON::
+
+    {"address": "127.0.0.1:8000", "routing": "weighted", "paused": false, "requests": 10, "failed": 0,
+     "held": 0, "held_now": 0, "pause_ms_max": 0.0, "in_flight": 0, "health_rounds": 12,
+     "backends": {"a": {"host": "127.0.0.1", "port": 9001, "weight": 100, "active": true, "healthy": true,
+                        "requests": 10, "failed": 0, "in_flight": 0}}}
+
+``requests`` counts proxied client requests (not ``/__lb/*``); ``failed`` counts the error responses the LB
+itself produced (502, 503 after a pause timeout, 504); ``held`` counts requests ever held by a pause and
+``pause_ms_max`` is the longest hold in milliseconds; ``health_rounds`` counts completed rounds of active
+checks; ``active`` is false for a removed backend (it stays
+listed with its counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import concurrent.futures
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from sculpt.domain.errors import ConfigError
+
+__all__ = ["Backend", "LoadBalancer", "hash_point", "main"]
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+                  b"upgrade"})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+_MAX_BODY = 256 * 1024 * 1024
+_MAX_HEAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One upstream instance: where it listens and its share of traffic (0 = receive nothing new)."""
+
+    id: str
+    host: str
+    port: int
+    weight: int = 100
+
+
+def hash_point(text: str) -> int:
+    """A stable 64-bit point on the ring (same across processes and Python versions).
+
+    >>> hash_point("a") == hash_point("a"), 0 <= hash_point("b") < 2**64
+    (True, True)
+    """
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
+
+
+def build_ring(backends: list[Backend]) -> tuple[list[int], list[str]]:
+    """Sorted ring points and their owners; a backend gets ``weight`` points, each at ``hash(id#i)``.
+
+    Points depend only on (id, i), so changing one backend's weight or adding one only adds or removes
+    that backend's points: every other key keeps its owner.
+    """
+    pts = sorted((hash_point(f"{b.id}#{i}"), b.id) for b in backends if b.weight > 0 for i in range(b.weight))
+    return [p for p, _ in pts], [o for _, o in pts]
+
+
+def _key_from_target(target: str, param: str) -> str | None:
+    path, _, query = target.partition("?")
+    if query:
+        for pair in query.split("&"):
+            name, _, value = pair.partition("=")
+            if name == param:
+                return unquote(value.replace("+", " "))
+    if path.startswith("/kv/") and len(path) > 4:
+        return unquote(path[4:])
+    return None
+
+
+@dataclass
+class _BStats:
+    requests: int = 0
+    failed: int = 0
+
+
+class _Req:
+    """A parsed client request: the head to send upstream, the body, and what the client asked for."""
+
+    __slots__ = ("method", "target", "head", "body", "close", "key")
+
+    def __init__(self, method: str, target: str, head: bytes, body: bytes, close: bool) -> None:
+        self.method, self.target, self.head, self.body, self.close = method, target, head, body, close
+        self.key: str | None = None
+
+
+def _simple(status: int, body: bytes, *, close: bool = False, extra: str = "",
+            ctype: str = "text/plain; charset=utf-8") -> bytes:
+    reason = {200: "OK", 400: "Bad Request", 413: "Payload Too Large", 502: "Bad Gateway",
+              503: "Service Unavailable", 504: "Gateway Timeout"}.get(status, "Error")
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            f"{extra}X-Served-By: sculpt-lb\r\nConnection: {'close' if close else 'keep-alive'}\r\n\r\n"
+            ).encode("latin-1") + body
+
+
+class LoadBalancer:
+    """HTTP/1.1 reverse proxy with weighted/hash routing, health checks, draining and pause (see module doc).
+
+    All public methods are thread-safe; the blocking ones (``pause``, ``resume``, ``set_backends``,
+    ``stats``, ``wait_idle``) must not be called from the LB's own loop thread.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, routing: str = "weighted",
+                 hash_key: str = "key", pause_max_ms: int = 2000, health_path: str = "/healthz",
+                 health_interval_s: float = 0.25, connect_timeout_s: float = 2.0,
+                 backend_timeout_s: float = 60.0, pool_size: int = 64) -> None:
+        if routing not in ("weighted", "hash"):
+            raise ConfigError(f"unknown routing '{routing}'", "use routing='weighted' or routing='hash'")
+        self.host, self.port = host, port
+        self.routing, self.hash_key = routing, hash_key
+        self.pause_max_ms = pause_max_ms
+        self.health_path, self.health_interval_s = health_path, health_interval_s
+        self.connect_timeout_s, self.backend_timeout_s = connect_timeout_s, backend_timeout_s
+        self.pool_size = pool_size
+        self.address: tuple[str, int] = (host, port)
+        # Routing state: replaced wholesale (never mutated in place) so readers on other threads see a
+        # consistent snapshot; mutated only on the loop thread (or before start).
+        self._backends: dict[str, Backend] = {}
+        self._healthy: dict[str, bool] = {}
+        self._ring: tuple[list[int], list[str]] = ([], [])
+        self._swrr: dict[str, int] = {}
+        self._bstats: dict[str, _BStats] = {}
+        self._known: dict[str, Backend] = {}
+        self._pools: dict[str, list[_UpConn]] = {}
+        self._cond = threading.Condition()
+        self._inflight: dict[str, int] = {}
+        self._paused = False
+        self._pause_token = 0
+        self._held: collections.deque[_Held] = collections.deque()
+        self._n_requests = self._n_failed = self._n_held = 0
+        self._health_rounds = 0
+        self._pause_ms_max = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._clients: set[_ClientConn] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._probe_now: asyncio.Event | None = None
+        # Backend timeouts: one watchdog scans the deadlines of requests in flight (cheaper than a timer
+        # per request); an overdue connection is aborted, which fails the waiting read.
+        self._deadlines: dict[_UpConn, float] = {}
+        self._timed_out: set[_UpConn] = set()
+        self._now: Callable[[], float] = lambda: 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        """Bind, start the loop thread and the health checker; return the bound (host, port)."""
+        if self._thread is not None:
+            return self.address
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)   # proto set: asyncio then turns Nagle off per connection
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {self.port} is in use",
+                                  f"stop what listens on {self.host}:{self.port} (ss -ltnp) or choose another "
+                                  "port (0 picks a free one)") from None
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {e.strerror}",
+                              "choose another host or port") from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.address = sock.getsockname()[:2]
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(sock, ready, failure), daemon=True,
+                                        name=f"sculpt-lb:{self.address[1]}")
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self.address
+
+    def _run(self, sock: socket.socket, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            self._server = loop.run_until_complete(loop.create_server(self._accept, sock=sock))
+            self._probe_now = asyncio.Event()
+            self._now = loop.time
+            self._spawn(self._health_loop())
+            self._spawn(self._watchdog())
+        except BaseException as e:  # noqa: BLE001 - handed to start()
+            failure.append(e)
+            sock.close()
+            loop.close()
+            self._loop = None
+            ready.set()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._shutdown())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for c in list(self._clients):
+            c.abort()
+        for pool in self._pools.values():
+            for up in pool:
+                up.close()
+        self._pools = {}
+        for entry in self._held:
+            if entry.timer is not None:
+                entry.timer.cancel()
+        self._held.clear()
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def stop(self) -> None:
+        """Stop listening, close every connection, end the loop thread. Idempotent."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> LoadBalancer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        assert self._loop is not None
+        t = self._loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the loop thread (so it never races request handling) and return its result."""
+        loop = self._loop
+        if loop is None or self._thread is None or threading.current_thread() is self._thread:
+            return fn()
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                fut.set_exception(e)
+
+        loop.call_soon_threadsafe(run)
+        return fut.result(timeout=10)
+
+    # -- control (thread-safe) -----------------------------------------------------------------------
+    def set_backends(self, backends: list[Backend]) -> None:
+        """Atomically replace the backend set. Removed (or zero-weight) backends get no new requests;
+        requests in flight to them finish normally. New backends count as healthy until a check fails
+        (a check runs at once)."""
+        ids = [b.id for b in backends]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("backend ids must be unique", "give every backend its own id")
+        for b in backends:
+            if b.weight < 0:
+                raise ConfigError(f"backend '{b.id}' has a negative weight", "use a weight of 0 or more")
+        self._call(lambda: self._apply_backends(list(backends)))
+
+    def _apply_backends(self, backends: list[Backend]) -> None:
+        new = {b.id: b for b in backends}
+        old = self._backends
+        self._healthy = {i: self._healthy.get(i, True) for i in new}
+        self._swrr = {i: self._swrr.get(i, 0) for i in new}
+        self._ring = build_ring(backends)
+        self._backends = new
+        for b in backends:
+            self._known[b.id] = b
+            self._bstats.setdefault(b.id, _BStats())
+        for i, b in old.items():
+            if i not in new or (new[i].host, new[i].port) != (b.host, b.port):
+                for up in self._pools.pop(i, []):
+                    up.close()
+        if self._probe_now is not None:
+            self._probe_now.set()
+
+    def pause(self, auto_resume_s: float | None = None) -> None:
+        """Hold new requests from now on (returns once in effect). ``auto_resume_s``: resume by itself
+        after that long, a safety net should the caller die while paused."""
+
+        def go() -> None:
+            self._paused = True
+            self._pause_token += 1
+            if auto_resume_s is not None and self._loop is not None:
+                token = self._pause_token
+                self._loop.call_later(auto_resume_s, lambda: self._pause_token == token and self._resume_now())
+
+        self._call(go)
+
+    def resume(self) -> None:
+        """Release held requests in arrival order and stop holding."""
+        self._call(self._resume_now)
+
+    def _resume_now(self) -> None:
+        self._paused = False
+        while self._held and not self._paused:
+            entry = self._held.popleft()
+            self._release(entry)
+            if entry.client.closed:
+                continue
+            self._route(entry.client, entry.req, frozenset())
+
+    def in_flight(self, backend_id: str | None = None) -> int:
+        """Requests sent to ``backend_id`` (or to any backend) whose response has not been relayed yet."""
+        with self._cond:
+            return sum(self._inflight.values()) if backend_id is None else self._inflight.get(backend_id, 0)
+
+    def wait_idle(self, backend_id: str, timeout_s: float) -> bool:
+        """Block until nothing is in flight to ``backend_id``; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._inflight.get(backend_id, 0) == 0, timeout=timeout_s)
+
+    def health(self) -> dict[str, bool]:
+        """The latest health verdict per current backend."""
+        return dict(self._healthy)
+
+    def owner(self, key: str) -> str | None:
+        """Where a request for ``key`` goes under hash routing: the first healthy backend clockwise."""
+        return self._ring_owner(key, frozenset())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters as documented in the module docstring (also served at ``GET /__lb/stats``)."""
+        return self._call(self._stats_now)
+
+    def _stats_now(self) -> dict[str, Any]:
+        with self._cond:
+            inflight = dict(self._inflight)
+        return {
+            "address": f"{self.address[0]}:{self.address[1]}", "routing": self.routing, "paused": self._paused,
+            "requests": self._n_requests, "failed": self._n_failed, "held": self._n_held,
+            "held_now": len(self._held), "pause_ms_max": round(self._pause_ms_max, 3),
+            "in_flight": sum(inflight.values()), "health_rounds": self._health_rounds,
+            "backends": {
+                i: {"host": b.host, "port": b.port, "weight": b.weight, "active": i in self._backends,
+                    "healthy": self._healthy.get(i, False), "requests": self._bstats[i].requests,
+                    "failed": self._bstats[i].failed, "in_flight": inflight.get(i, 0)}
+                for i, b in ((i, self._backends.get(i, k)) for i, k in self._known.items())
+            },
+        }
+
+    # -- routing -------------------------------------------------------------------------------------
+    def _ring_owner(self, key: str, exclude: frozenset[str]) -> str | None:
+        points, owners = self._ring
+        healthy = self._healthy
+        if not points:
+            return None
+        i = bisect.bisect_left(points, hash_point(key))
+        n = len(points)
+        seen: set[str] = set()
+        for j in range(n):
+            o = owners[(i + j) % n]
+            if o in seen:
+                continue
+            if healthy.get(o, False) and o not in exclude:
+                return o
+            seen.add(o)
+            if len(seen) >= len(self._backends):
+                break
+        return None
+
+    def _pick(self, req: _Req, exclude: frozenset[str]) -> Backend | None:
+        if self.routing == "hash":
+            if req.key is None:
+                req.key = _key_from_target(req.target, self.hash_key) or ""
+            if req.key:
+                o = self._ring_owner(req.key, exclude)
+                return None if o is None else self._backends[o]
+        best, total, cur = None, 0, self._swrr
+        for i, b in self._backends.items():
+            if b.weight <= 0 or i in exclude or not self._healthy.get(i, False):
+                continue
+            cur[i] += b.weight
+            total += b.weight
+            if best is None or cur[i] > cur[best]:
+                best = i
+        if best is None:
+            return None
+        cur[best] -= total
+        return self._backends[best]
+
+    # -- health --------------------------------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        assert self._probe_now is not None
+        while True:
+            self._probe_now.clear()
+            backends = list(self._backends.values())
+            results = await asyncio.gather(*(self._probe(b) for b in backends))
+            current = self._backends
+            self._healthy = {**self._healthy,
+                             **{b.id: ok for b, ok in zip(backends, results, strict=True) if current.get(b.id) == b}}
+            self._health_rounds += 1
+            try:
+                async with asyncio.timeout(self.health_interval_s):
+                    await self._probe_now.wait()
+            except TimeoutError:
+                pass
+
+    async def _watchdog(self) -> None:
+        tick = min(0.5, self.backend_timeout_s / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = self._now()
+            for up, deadline in list(self._deadlines.items()):
+                if now > deadline and up not in self._timed_out and up.transport is not None:
+                    self._timed_out.add(up)
+                    up.transport.abort()
+
+    async def _probe(self, b: Backend) -> bool:
+        w: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(max(0.5, min(2.0, 4 * self.health_interval_s))):
+                r, w = await asyncio.open_connection(b.host, b.port)
+                w.write(f"GET {self.health_path} HTTP/1.1\r\nHost: {b.host}:{b.port}\r\n"
+                        "Connection: close\r\n\r\n".encode("latin-1"))
+                line = await r.readline()
+            parts = line.split(b" ", 2)
+            return len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 300
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+            return False
+        finally:
+            if w is not None:
+                w.close()
+
+    # -- proxying (asyncio Protocols: no task or future per request on the hot path) ------------------
+    def _accept(self) -> _ClientConn:
+        return _ClientConn(self)
+
+    def _dispatch(self, client: _ClientConn, req: _Req) -> None:
+        self._n_requests += 1
+        if self._paused:
+            loop = self._loop
+            assert loop is not None
+            entry = _Held(client, req, loop.time())
+            entry.timer = loop.call_later(self.pause_max_ms / 1000.0, self._hold_expired, entry)
+            self._held.append(entry)
+            self._n_held += 1
+            return
+        self._route(client, req, frozenset())
+
+    def _release(self, entry: _Held) -> None:
+        assert self._loop is not None
+        if entry.timer is not None:
+            entry.timer.cancel()
+        self._pause_ms_max = max(self._pause_ms_max, (self._loop.time() - entry.t0) * 1000.0)
+
+    def _hold_expired(self, entry: _Held) -> None:
+        try:
+            self._held.remove(entry)
+        except ValueError:
+            return
+        self._release(entry)
+        self._n_failed += 1
+        entry.client.respond(503, b"paused too long\n", entry.req.close, "Retry-After: 1\r\n")
+
+    def _route(self, client: _ClientConn, req: _Req, tried: frozenset[str]) -> None:
+        b = self._pick(req, tried)
+        if b is None:
+            self._n_failed += 1
+            client.respond(502, b"no healthy backend\n" if not tried else b"backend failed\n", req.close)
+            return
+        self._bstats[b.id].requests += 1
+        with self._cond:
+            self._inflight[b.id] = self._inflight.get(b.id, 0) + 1
+        up = self._take(b.id)
+        if up is not None:
+            up.send(client, req, b, tried | {b.id}, reused=True)
+        else:
+            self._spawn(self._connect(client, req, b, tried | {b.id}))
+
+    async def _connect(self, client: _ClientConn, req: _Req, b: Backend, tried: frozenset[str]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                _, up = await loop.create_connection(lambda: _UpConn(self), b.host, b.port)
+        except (OSError, TimeoutError):
+            self._upstream_failed(client, req, b, tried, "connect")
+            return
+        up.send(client, req, b, tried, reused=False)
+
+    def _done(self, b: Backend) -> None:
+        with self._cond:
+            n = self._inflight[b.id] - 1
+            if n:
+                self._inflight[b.id] = n
+            else:
+                del self._inflight[b.id]
+                self._cond.notify_all()
+
+    def _upstream_failed(self, client: _ClientConn, req: _Req, b: Backend, tried: frozenset[str],
+                         kind: str) -> None:
+        """The backend failed before answering: timeout → 504; a pooled connection it had closed → resend
+        an idempotent request on a fresh one; else mark it down and retry an idempotent request once on
+        another backend. A write is never sent twice."""
+        self._bstats[b.id].failed += 1
+        if kind == "stale" and req.method in _IDEMPOTENT and not client.closed:
+            self._spawn(self._connect(client, req, b, tried))   # still in flight to b
+            return
+        self._done(b)
+        if kind == "timeout":
+            self._n_failed += 1
+            client.respond(504, b"backend timed out\n", True)
+            return
+        self._healthy = {**self._healthy, b.id: False}   # down until an active check passes
+        if self._probe_now is not None:
+            self._probe_now.set()
+        if req.method in _IDEMPOTENT and len(tried) < 2 and not client.closed:
+            self._route(client, req, tried)
+            return
+        self._n_failed += 1
+        client.respond(502, b"backend failed\n", req.close)
+
+    def _take(self, bid: str) -> _UpConn | None:
+        pool = self._pools.get(bid)
+        while pool:
+            up = pool.pop()
+            if not up.lost:
+                return up
+        return None
+
+    def _give(self, b: Backend, up: _UpConn) -> None:
+        pool = self._pools.setdefault(b.id, [])
+        if self._backends.get(b.id) == b and len(pool) < self.pool_size and not up.lost:
+            pool.append(up)
+        else:
+            up.close()
+
+    def _stats_response(self, client: _ClientConn, req: _Req) -> None:
+        if req.target.split("?")[0] == "/__lb/stats":
+            client.respond(200, json.dumps(self._stats_now()).encode(), req.close, ctype="application/json",
+                           counted=False)
+        else:
+            client.respond(400, b"unknown /__lb/ endpoint\n", req.close, counted=False)
+
+
+class _Held:
+    """A request waiting for ``resume()``."""
+
+    __slots__ = ("client", "req", "t0", "timer")
+
+    def __init__(self, client: _ClientConn, req: _Req, t0: float) -> None:
+        self.client, self.req, self.t0 = client, req, t0
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _parse_request(buf: bytearray) -> _Req | None:
+    """Take one complete request off the front of ``buf``; None if more bytes are needed.
+
+    Raises ValueError on a malformed request. Hop-by-hop headers are stripped (and a chunked body is
+    re-framed with Content-Length) only when present: the common request is forwarded byte for byte.
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > _MAX_HEAD:
+            raise ValueError("request head too large")
+        return None
+    head = bytes(buf[:end + 4])
+    eol = head.find(b"\r\n")
+    parts = head[:eol].split(b" ")
+    if len(parts) != 3:
+        raise ValueError("bad request line")
+    version = parts[2]
+    close = version == b"HTTP/1.0"
+    length, chunked, rewrite = 0, False, version != b"HTTP/1.1"
+    for line in head[eol + 2:-4].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        n = name.strip().lower()
+        if n == b"content-length":
+            if not value.strip().isdigit():
+                raise ValueError("bad Content-Length")
+            length = int(value)
+        elif n in _HOP:
+            rewrite = True
+            v = value.strip().lower()
+            if n == b"connection":
+                close = v == b"close" or (version == b"HTTP/1.0" and v != b"keep-alive")
+            elif n == b"transfer-encoding" and b"chunked" in v:
+                chunked = True
+    if length > _MAX_BODY:
+        raise ValueError("body too large")
+    start = end + 4
+    if chunked:
+        got = _parse_chunked(buf, start)
+        if got is None:
+            return None
+        body, stop = got
+    else:
+        if len(buf) < start + length:
+            return None
+        body, stop = bytes(buf[start:start + length]), start + length
+    del buf[:stop]
+    if rewrite:  # strip hop-by-hop headers, speak HTTP/1.1 keep-alive to the backend
+        keep = [ln for ln in head[eol + 2:-4].split(b"\r\n")
+                if ln.partition(b":")[0].strip().lower() not in _HOP | {b"content-length"}]
+        keep.append(b"Content-Length: %d" % len(body))
+        head = parts[0] + b" " + parts[1] + b" HTTP/1.1\r\n" + b"\r\n".join(keep) + b"\r\n\r\n"
+    return _Req(parts[0].decode("latin-1"), parts[1].decode("latin-1"), head, body, close)
+
+
+def _parse_chunked(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
+    """A whole chunked body starting at ``pos``: (decoded body, end offset), or None if incomplete."""
+    out = bytearray()
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        try:
+            size = int(bytes(buf[pos:eol]).split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            raise ValueError("bad chunk size") from None
+        pos = eol + 2
+        if size == 0:
+            while True:   # trailers, up to the empty line
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    return None
+                if eol == pos:
+                    return bytes(out), pos + 2
+                pos = eol + 2
+        if len(buf) < pos + size + 2:
+            return None
+        out += buf[pos:pos + size]
+        pos += size + 2
+        if len(out) > _MAX_BODY:
+            raise ValueError("body too large")
+
+
+class _ClientConn(asyncio.Protocol):
+    """One client connection: parses requests (one at a time, pipelined ones wait) and writes answers."""
+
+    def __init__(self, lb: LoadBalancer) -> None:
+        self.lb = lb
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.busy = False           # a request is being answered
+        self.closed = False
+        self.close_after = False    # the client half-closed: answer, then close
+        self.reading_paused = False
+        self.up: _UpConn | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.lb._clients.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.busy:
+            self.next_request()
+        elif len(self.buf) > _MAX_HEAD and self.transport is not None and not self.reading_paused:
+            self.reading_paused = True          # pipelining ahead of us: stop reading until we catch up
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        if self.busy:
+            self.close_after = True
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.lb._clients.discard(self)
+
+    def pause_writing(self) -> None:       # the client reads slowly: stop reading from its backend
+        if self.up is not None:
+            self.up.pause_reading(True)
+
+    def resume_writing(self) -> None:
+        if self.up is not None:
+            self.up.pause_reading(False)
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def next_request(self) -> None:
+        while not self.busy and not self.closed and self.buf:
+            try:
+                req = _parse_request(self.buf)
+            except ValueError as e:
+                self.busy = True
+                self.respond(400, f"{e}\n".encode(), True, counted=False)
+                return
+            if req is None:
+                return
+            self.busy = True
+            if req.target.startswith("/__lb/"):
+                self.lb._stats_response(self, req)
+            else:
+                self.lb._dispatch(self, req)
+
+    def respond(self, status: int, body: bytes, close: bool, extra: str = "",
+                ctype: str = "text/plain; charset=utf-8", counted: bool = True) -> None:
+        """An answer made by the LB itself (an error, or /__lb/stats)."""
+        self.write(_simple(status, body, close=close, extra=extra, ctype=ctype))
+        self.finished(close)
+
+    def finished(self, close: bool) -> None:
+        """The current answer is complete: close, or go on with the next buffered request."""
+        self.up = None
+        if close or self.close_after:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.busy = False
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if self.buf:
+            self.next_request()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _UpConn(asyncio.Protocol):
+    """One keep-alive connection to a backend: sends a request, streams the answer to the client."""
+
+    IDLE, HEAD, LENGTH, CHUNKED, EOF = range(5)
+
+    def __init__(self, lb: LoadBalancer) -> None:
+        self.lb = lb
+        self.transport: asyncio.Transport | None = None
+        self.state = self.IDLE
+        self.lost = False
+        self.buf = bytearray()
+        self.client: _ClientConn | None = None
+        self.req: _Req | None = None
+        self.backend: Backend | None = None
+        self.tried: frozenset[str] = frozenset()
+        self.reused = False
+        self.started = False
+        self.remaining = 0
+        self.chunk_left = 0          # chunked: bytes of chunk data (+ CRLF) still to pass through
+        self.trailers = False        # chunked: in the trailer section after the last chunk
+        self.up_close = False
+        self.client_close = False
+        self.reading_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def close(self) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_reading(self, on: bool) -> None:
+        if self.transport is not None and on != self.reading_paused and not self.lost:
+            self.reading_paused = on
+            if on:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def send(self, client: _ClientConn, req: _Req, b: Backend, tried: frozenset[str], reused: bool) -> None:
+        assert self.transport is not None
+        self.client, self.req, self.backend, self.tried, self.reused = client, req, b, tried, reused
+        self.state, self.started = self.HEAD, False
+        self.buf.clear()
+        client.up = self
+        self.lb._deadlines[self] = self.lb._now() + self.lb.backend_timeout_s
+        self.transport.write(req.head + req.body if req.body else req.head)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == self.IDLE:      # unsolicited bytes: this connection cannot be trusted
+            self.close()
+            return
+        client = self.client
+        assert client is not None
+        if client.closed:
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        if self.state == self.HEAD:
+            self.buf += data
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > _MAX_HEAD:
+                    self.close()
+                return
+            head = bytes(self.buf[:end + 4])
+            rest = bytes(self.buf[end + 4:])
+            self.buf.clear()
+            out = self._start(head)
+            if out is None:
+                self.close()
+                return
+            if self.state != self.LENGTH:
+                client.write(out)
+                if self.state == self.IDLE:   # no body: finish now
+                    self._finish()
+                    return
+                if not rest:
+                    return
+            data = rest
+        else:
+            out = b""
+        if self.state == self.LENGTH:
+            take = data[:self.remaining]
+            client.write(out + take if out else take)   # head and body in one segment
+            self.remaining -= len(take)
+            if self.remaining == 0:
+                if len(data) > len(take):
+                    self.up_close = True   # bytes past the answer: do not reuse this connection
+                self._finish()
+        elif self.state == self.CHUNKED:
+            self._chunked(data)
+        elif self.state == self.EOF:
+            client.write(data)
+
+    def _start(self, head: bytes) -> bytes | None:
+        """Parse the answer's head and set the body state; returns the head to send on (rewritten only if
+        keep-alive must change), or None if the head is malformed."""
+        client, req = self.client, self.req
+        assert client is not None and req is not None
+        eol = head.find(b"\r\n")
+        status_parts = head[:eol].split(b" ", 2)
+        if len(status_parts) < 2 or not status_parts[1].isdigit():
+            return None
+        status = int(status_parts[1])
+        length, chunked, up_close = -1, False, False
+        for line in head[eol + 2:-4].split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            n = name.strip().lower()
+            if n == b"content-length":
+                if not value.strip().isdigit():
+                    return None
+                length = int(value)
+            elif n == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif n == b"connection":
+                up_close = value.strip().lower() == b"close"
+        no_body = req.method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        until_eof = not no_body and not chunked and length < 0
+        self.client_close = req.close or until_eof
+        self.up_close = up_close or until_eof
+        if up_close or self.client_close:   # else the backend's framing and keep-alive stand as they are
+            keep = [ln for ln in head[eol + 2:-4].split(b"\r\n")
+                    if ln.partition(b":")[0].strip().lower() not in (b"connection", b"keep-alive")]
+            keep.append(b"Connection: close" if self.client_close else b"Connection: keep-alive")
+            head = head[:eol + 2] + b"\r\n".join(keep) + b"\r\n\r\n"
+        self.started = True
+        if no_body or length == 0:
+            self.state = self.IDLE
+        elif chunked:
+            self.state, self.chunk_left, self.trailers = self.CHUNKED, 0, False
+        elif length > 0:
+            self.state, self.remaining = self.LENGTH, length
+        else:
+            self.state = self.EOF
+        return head
+
+    def _chunked(self, data: bytes) -> None:
+        """Pass chunked bytes through unchanged while tracking where the answer ends."""
+        client = self.client
+        assert client is not None
+        self.buf += data
+        while self.buf:
+            if self.chunk_left:
+                take = bytes(self.buf[:self.chunk_left])
+                del self.buf[:len(take)]
+                self.chunk_left -= len(take)
+                client.write(take)
+                continue
+            eol = self.buf.find(b"\r\n")
+            if eol < 0:
+                return
+            line = bytes(self.buf[:eol + 2])
+            del self.buf[:eol + 2]
+            client.write(line)
+            if self.trailers:
+                if line == b"\r\n":
+                    if self.buf:
+                        self.up_close = True
+                    self._finish()
+                    return
+                continue
+            try:
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+            except ValueError:
+                self.close()
+                return
+            if size == 0:
+                self.trailers = True
+            else:
+                self.chunk_left = size + 2
+
+    def _finish(self) -> None:
+        client, b = self.client, self.backend
+        assert client is not None and b is not None
+        self.lb._deadlines.pop(self, None)
+        self.state, self.client, self.req = self.IDLE, None, None
+        self.lb._done(b)
+        self.pause_reading(False)           # never pool a connection that is not reading
+        if self.up_close:
+            self.close()
+        else:
+            self.lb._give(b, self)
+        client.finished(self.client_close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        lb = self.lb
+        lb._deadlines.pop(self, None)
+        timed_out = self in lb._timed_out
+        lb._timed_out.discard(self)
+        if self.state == self.IDLE:
+            return
+        client, req, b = self.client, self.req, self.backend
+        assert client is not None and req is not None and b is not None
+        state, self.state = self.state, self.IDLE
+        if client.closed and state != self.EOF:   # dropped because its client left: not the backend's fault
+            lb._done(b)
+            return
+        if state == self.EOF:
+            self.up_close = True
+            self.client, self.state = client, state
+            self._finish()
+        elif not self.started:
+            kind = "timeout" if timed_out else ("stale" if self.reused and not self.buf else "reset")
+            lb._upstream_failed(client, req, b, self.tried, kind)
+        else:   # died mid-answer: the client got part of it, so its connection must go too
+            lb._bstats[b.id].failed += 1
+            lb._done(b)
+            client.abort()
+
+
+def _parse_backend(text: str) -> Backend:
+    """``id=host:port[:weight]`` → Backend."""
+    bid, _, rest = text.partition("=")
+    bits = rest.rsplit(":", 2) if rest.count(":") >= 2 else rest.rsplit(":", 1)
+    if not bid or len(bits) < 2:
+        raise ConfigError(f"bad backend '{text}'", "write it as id=host:port or id=host:port:weight")
+    return Backend(bid, bits[0], int(bits[1]), int(bits[2]) if len(bits) > 2 else 100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sculpt.providers.local.lb --listen HOST:PORT --backend id=host:port[:weight] ...``."""
+    import argparse
+    import signal
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m sculpt.providers.local.lb", description="sculpt's local LB")
+    p.add_argument("--listen", default="127.0.0.1:0")
+    p.add_argument("--backend", action="append", default=[], help="id=host:port[:weight] (repeatable)")
+    p.add_argument("--routing", choices=("weighted", "hash"), default="weighted")
+    p.add_argument("--port-file", default=None, help="write the bound port here once listening")
+    a = p.parse_args(argv)
+    host, _, port = a.listen.rpartition(":")
+    try:
+        lb = LoadBalancer(host or "127.0.0.1", int(port or 0), routing=a.routing)
+        lb.set_backends([_parse_backend(x) for x in a.backend])
+        addr = lb.start()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if a.port_file:
+        with open(a.port_file + ".tmp", "w") as f:
+            f.write(str(addr[1]))
+        import os
+
+        os.replace(a.port_file + ".tmp", a.port_file)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    lb.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

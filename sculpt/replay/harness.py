@@ -1,0 +1,225 @@
+"""The replay harness: run every policy over the same traces on the ``sim`` provider, side by side.
+
+All traces are aligned by step index into (steps, streams) arrays. ``static`` and ``oracle`` are computed in
+closed form (a constant shape; the hindsight DP of ``sculpt.replay.oracle``); ``reactive`` and ``sculpt``
+run step by step on their own ``SimCloud`` — ``sculpt`` through ``sculpt.replay.loop.tick``, the same tick
+``sculpt watch`` runs live. Billing and scoring are shared, so the four policies compare like for like.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sculpt.decide.cost import CostModel
+from sculpt.decide.decision import family_mask
+from sculpt.domain.catalog import Catalog, CatalogArrays
+from sculpt.domain.clock import FakeClock
+from sculpt.domain.errors import ConfigError
+from sculpt.forecast.base import Predictor
+from sculpt.providers.sim import SimCloud
+from sculpt.replay.baselines import Reactive, static_shapes
+from sculpt.replay.loop import Observation, Sculptor, tick
+from sculpt.replay.metrics import Score, score
+from sculpt.replay.oracle import oracle
+from sculpt.replay.readers import Trace
+
+POLICIES: tuple[str, ...] = ("static", "reactive", "sculpt", "oracle")
+DEFAULT_FAMILIES: tuple[str, ...] = ("m5", "c5", "r5", "m6i", "c6i", "r6i", "m7i", "c7i", "r7i")
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    region: str = "us-east-1"
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    policies: tuple[str, ...] = POLICIES
+    migration_s: float = 600.0
+    capacity_error_rate: float = 0.0
+    seed: int = 0
+    model: str = "ensemble"
+    cost: CostModel = field(default_factory=CostModel)
+
+
+@dataclass
+class ReplayResult:
+    """Scores per policy plus the timelines the report plots."""
+
+    traces: list[Trace]
+    arrays: CatalogArrays
+    scores: dict[str, Score]
+    shapes: dict[str, np.ndarray]  # (steps, streams) serving shape index
+    bills: dict[str, np.ndarray]  # (steps, streams) $ billed per step (float32)
+    cpu: np.ndarray
+    mem: np.ndarray
+    valid: np.ndarray
+    elapsed_s: float
+    model: str = ""
+    notes: list[str] = field(default_factory=list)
+    shapes_considered: int = 0
+
+    @property
+    def trace_hours(self) -> float:
+        return float(sum(t.hours for t in self.traces))
+
+    def to_json(self, per_trace: bool = False) -> dict[str, object]:
+        out: dict[str, object] = {
+            "policies": {p: s.total() for p, s in self.scores.items()},
+            "traces": len(self.traces),
+            "trace_hours": round(self.trace_hours, 2),
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+        if per_trace:
+            out["per_trace"] = {t.name: {p: s.row(i) for p, s in self.scores.items()}
+                                for i, t in enumerate(self.traces)}
+        return out
+
+
+def align(traces: Sequence[Trace]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(cpu, mem, t, t_rel, valid), each (steps, streams), padded after each trace's end."""
+    k = max(len(t) for t in traces)
+    n = len(traces)
+    cpu = np.zeros((k, n))
+    mem = np.full((k, n), np.nan)
+    ts = np.zeros((k, n))
+    valid = np.zeros((k, n), dtype=bool)
+    for j, tr in enumerate(traces):
+        m = len(tr)
+        cpu[:m, j] = tr.cpu
+        mem[:m, j] = tr.mem
+        ts[:m, j] = tr.t
+        ts[m:, j] = tr.t[-1] + tr.step_s * np.arange(1, k - m + 1)
+        valid[:m, j] = True
+    step = np.array([tr.step_s for tr in traces])
+    t_rel = np.arange(k)[:, None] * step[None, :]  # replayed time: one nominal step per sample
+    return cpu, mem, ts, t_rel, valid
+
+
+class _SimPort:
+    """A ``FleetPort`` over a ``SimCloud`` that serves the traces' samples of the current step."""
+
+    def __init__(self, sim: SimCloud, cpu: np.ndarray, mem: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> None:
+        self.sim, self.cpu, self.mem, self.ts, self.valid = sim, cpu, mem, ts, valid
+        self.k = 0
+
+    def observe(self, now: float) -> Observation:
+        rows = np.flatnonzero(self.valid[self.k])
+        return Observation(rows=rows, t=self.ts[self.k, rows], cpu_cores=self.cpu[self.k, rows],
+                           mem_gib=self.mem[self.k, rows])
+
+    def current(self) -> np.ndarray:
+        # the shape a stream will have once any move in flight lands: what a decision is relative to
+        return np.where(self.sim.pending, self.sim.pending_to, self.sim.current)
+
+    def pending(self) -> np.ndarray:
+        return self.sim.pending
+
+    def resize(self, rows: np.ndarray, to: np.ndarray, now: float) -> np.ndarray:
+        return self.sim.resize(rows, to)
+
+
+def run_replay(
+    traces: Sequence[Trace],
+    catalog: Catalog,
+    config: ReplayConfig | None = None,
+    *,
+    predictor_factory: Callable[[], Predictor] | None = None,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Replay ``traces`` under each policy of ``config``. ``predictor_factory`` builds the sculpt model
+    (default: ``sculpt.forecast.make_predictor(config.model, seed=config.seed)``)."""
+    config = config or ReplayConfig()
+    if not traces:
+        raise ConfigError("no traces to replay", "pass trace files or a directory of traces")
+    unknown = [p for p in config.policies if p not in POLICIES]
+    if unknown:
+        raise ConfigError(f"unknown policy '{unknown[0]}'", f"use some of: {', '.join(POLICIES)}")
+    started = time.perf_counter()
+    arrays = catalog.arrays(config.region)
+    allowed = family_mask(arrays, config.families)
+    if not allowed.any():
+        raise ConfigError(f"no shapes of families {', '.join(config.families)} in {config.region}",
+                          "pass --families that the catalog offers in that region (see `sculpt catalog`)")
+    traces = list(traces)
+    cpu, mem, ts, t_rel, valid = align(traces)
+    k_steps, n = cpu.shape
+    step_s = np.array([tr.step_s for tr in traces])
+    step_h = step_s / 3600.0
+    delay = np.ceil(config.migration_s / step_s - 1e-9).astype(np.int64)
+    static = static_shapes(arrays, allowed, [(t.provisioned_cpu, t.provisioned_mem_gib) for t in traces],
+                           cpu, mem, t_rel, valid)
+
+    scores: dict[str, Score] = {}
+    shapes: dict[str, np.ndarray] = {}
+    bills: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+
+    if "static" in config.policies:
+        tl = np.where(valid, static[None, :], -1)
+        bill = np.where(valid, arrays.price[static][None, :] * step_h[None, :], 0.0)
+        shapes["static"], bills["static"] = tl, bill.astype(np.float32)
+        scores["static"] = score(arrays, tl, bill.sum(axis=0), cpu, mem, valid)
+    if "oracle" in config.policies:
+        res = oracle(arrays, cpu, mem, valid, step_h, delay, allowed)
+        bill = np.where(valid, arrays.price[np.maximum(res.shapes, 0)] * step_h[None, :], 0.0) + res.switch_cost
+        shapes["oracle"], bills["oracle"] = res.shapes, bill.astype(np.float32)
+        scores["oracle"] = score(arrays, res.shapes, res.cost, cpu, mem, valid)
+
+    online = [p for p in ("reactive", "sculpt") if p in config.policies]
+    sims: dict[str, SimCloud] = {}
+    for i, p in enumerate(online):
+        sims[p] = SimCloud(arrays, initial=static, step_s=step_s, migration_s=config.migration_s,
+                           capacity_error_rate=config.capacity_error_rate, seed=config.seed + i)
+        shapes[p] = np.full((k_steps, n), -1, dtype=np.int64)
+        bills[p] = np.zeros((k_steps, n), dtype=np.float32)
+    reactive = Reactive(arrays, allowed, n) if "reactive" in online else None
+    sculptor: Sculptor | None = None
+    port: _SimPort | None = None
+    clock = FakeClock(float(ts[0].min()))
+    if "sculpt" in online:
+        if predictor_factory is None:
+            from sculpt.forecast import make_predictor
+
+            predictor = make_predictor(config.model, seed=config.seed, horizon_s=config.cost.horizon_h * 3600.0)
+        else:
+            predictor = predictor_factory()
+        notes.extend(getattr(predictor, "notes", []) or [])
+        from sculpt.domain.spec import FleetSpec
+
+        spec = FleetSpec(fleet="replay", engine="local", provider="sim", shape=str(arrays.names[static[0]]),
+                         region=config.region, families=list(config.families))
+        sculptor = Sculptor(predictor, arrays, [t.name for t in traces], model=config.cost, allowed=allowed,
+                            spec=spec, max_migrations_per_day=spec.policy.max_migrations_per_day)
+        port = _SimPort(sims["sculpt"], cpu, mem, ts, valid)
+
+    every = max(1, k_steps // 200)
+    for k in range(k_steps if online else 0):
+        live = valid[k]
+        for p, sim in sims.items():
+            shapes[p][k] = np.where(live, sim.step(live), -1)
+            bills[p][k] = np.where(live, sim.last_bill(), 0.0)
+        if reactive is not None:
+            sim = sims["reactive"]
+            reactive.observe(t_rel[k], cpu[k], mem[k], live)
+            due, target = reactive.recommend(t_rel[k], live)
+            want = due & (target != sim.current) & ~sim.pending
+            if want.any():
+                rows = np.flatnonzero(want)
+                sim.resize(rows, target[rows])
+        if sculptor is not None and port is not None:
+            port.k = k
+            clock.advance(float(step_s.min()))
+            tick(sculptor, port, clock)
+        if progress is not None and (k % every == 0 or k == k_steps - 1):
+            progress(k + 1, k_steps)
+    for p, sim in sims.items():
+        scores[p] = score(arrays, shapes[p], sim.cost, cpu, mem, valid)
+
+    ordered = {p: scores[p] for p in POLICIES if p in scores}
+    return ReplayResult(traces=traces, arrays=arrays, scores=ordered, shapes=shapes, bills=bills, cpu=cpu, mem=mem,
+                        valid=valid, elapsed_s=time.perf_counter() - started,
+                        model=getattr(sculptor.predictor, "name", config.model) if sculptor else "", notes=notes,
+                        shapes_considered=int(allowed.sum()))

@@ -1,0 +1,149 @@
+"""The sculpt loop's tick, shared by ``sculpt watch`` (live) and ``sculpt replay`` (on ``sim``).
+
+One tick: observe the fleet's latest samples -> ``learn_many`` -> ``forecast_many`` -> ``decide_many`` (pure)
+-> ask the provider to resize the streams that should move. ``Sculptor`` holds the predictor and the
+decision state; ``tick`` wires it to any provider port (``FleetPort``) and a ``Clock``. Nothing here knows
+whether the fleet is simulated: the replay harness hands it a port over ``sculpt.providers.sim.SimCloud``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from sculpt.decide.cost import DEFAULT_COST, CostModel
+from sculpt.decide.decision import BatchDecision, ForecastColumns, decide_many, upper
+from sculpt.decide.state import DecisionState
+from sculpt.domain.catalog import CatalogArrays
+from sculpt.domain.clock import Clock
+from sculpt.domain.spec import FleetSpec
+from sculpt.forecast.base import Predictor, SampleBatch
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The latest sample of each active stream (rows index ``Sculptor.streams``)."""
+
+    rows: np.ndarray
+    t: np.ndarray
+    cpu_cores: np.ndarray
+    mem_gib: np.ndarray
+
+
+class FleetPort(Protocol):
+    """What the loop needs from a provider: the fleet's samples, shapes, moves in flight, and resize."""
+
+    def observe(self, now: float) -> Observation: ...
+
+    def current(self) -> np.ndarray: ...
+
+    def pending(self) -> np.ndarray: ...
+
+    def resize(self, rows: np.ndarray, to: np.ndarray, now: float) -> np.ndarray: ...
+
+
+class Sculptor:
+    """The predictive controller of N streams: a predictor, the decision's cost model and its state."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        arrays: CatalogArrays,
+        streams: Sequence[str],
+        *,
+        model: CostModel = DEFAULT_COST,
+        allowed: np.ndarray | None = None,
+        spec: FleetSpec | None = None,
+        max_migrations_per_day: int | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.arrays = arrays
+        self.streams = list(streams)
+        self.model = model
+        self.allowed = allowed
+        self.spec = spec
+        self.max_migrations_per_day = max_migrations_per_day
+        self.state = DecisionState.empty(len(self.streams))
+        self._names = np.array(self.streams, dtype=object)
+        self.last_cpu = np.zeros(len(self.streams))
+        self.last_mem = np.full(len(self.streams), np.nan)
+
+    def learn(self, obs: Observation) -> None:
+        if len(obs.rows) == 0:
+            return
+        self.last_cpu[obs.rows] = np.nan_to_num(obs.cpu_cores, nan=0.0)
+        self.last_mem[obs.rows] = obs.mem_gib
+        self.predictor.learn_many(SampleBatch(streams=list(self._names[obs.rows]), t=obs.t, cpu_cores=obs.cpu_cores,
+                                              mem_gib=obs.mem_gib))
+
+    def decide(self, now: float, current: np.ndarray, pending: np.ndarray, rows: np.ndarray | None = None
+               ) -> BatchDecision:
+        """Forecast and decide for ``rows`` (default: all streams); updates the held decision state."""
+        rows = np.arange(len(self.streams)) if rows is None else rows
+        fc = nowcast(self.predictor.forecast_many(list(self._names[rows]), self.model.horizon_h * 3600.0),
+                     self.last_cpu[rows], self.last_mem[rows])
+        sub = self.state if len(rows) == len(self.streams) else self.state_rows(rows)
+        batch, new = decide_many(current=current[rows], forecast=fc, arrays=self.arrays, state=sub, now=now,
+                                 model=self.model, allowed=self.allowed, pending=pending[rows], spec=self.spec,
+                                 max_migrations_per_day=self.max_migrations_per_day)
+        if len(rows) == len(self.streams):
+            self.state = new
+        else:
+            last = self.state.last_move_t.copy()
+            ring = self.state.move_times.copy()
+            last[rows] = new.last_move_t
+            ring[rows] = new.move_times
+            self.state = DecisionState(last_move_t=last, move_times=ring)
+        return batch
+
+    def state_rows(self, rows: np.ndarray) -> DecisionState:
+        return DecisionState(last_move_t=self.state.last_move_t[rows], move_times=self.state.move_times[rows])
+
+
+@dataclass(frozen=True)
+class _Floored:
+    cpu_p50: np.ndarray
+    cpu_p95: np.ndarray
+    cpu_hi: np.ndarray
+    mem_p50: np.ndarray
+    mem_p95: np.ndarray
+    mem_hi: np.ndarray
+    confidence: np.ndarray
+    samples: np.ndarray
+
+
+def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray) -> _Floored:
+    """The forecast floored by what is happening now: the next minutes look like the last one.
+
+    Models forecast the horizon from closed periods (hourly); between closes, a demand already above a
+    shape is the strongest evidence there is. The median is raised to the latest reading and the p95 keeps
+    its spread (p95 - p50) above it, so a breach in progress makes upsizing urgent within one tick and no downsizing
+    goes below the demand of the moment.
+    """
+    c50 = np.asarray(fc.cpu_p50, dtype=np.float64)
+    c95 = upper(fc.cpu_p95, fc.cpu_hi)
+    m50 = np.asarray(fc.mem_p50, dtype=np.float64)
+    m95 = upper(fc.mem_p95, fc.mem_hi)
+    cpu = np.nan_to_num(cpu, nan=0.0)
+    has_mem = np.isfinite(mem)
+    new_c50 = np.fmax(c50, cpu)
+    new_m50 = np.where(has_mem, np.fmax(m50, np.nan_to_num(mem)), m50)
+    # keep the forecast's spread (additive: a ratio would explode when the model's median is ~0)
+    new_c95 = np.fmax(c95, new_c50 + np.fmax(c95 - c50, 0.0))
+    new_m95 = np.where(has_mem, np.fmax(m95, new_m50 + np.fmax(m95 - m50, 0.0)), m95)
+    return _Floored(cpu_p50=new_c50, cpu_p95=new_c95, cpu_hi=new_c95, mem_p50=new_m50, mem_p95=new_m95, mem_hi=new_m95,
+                    confidence=np.asarray(fc.confidence), samples=np.asarray(fc.samples))
+
+
+def tick(sculptor: Sculptor, port: FleetPort, clock: Clock) -> tuple[np.ndarray, BatchDecision]:
+    """One turn of the loop at ``clock.now()``; returns the rows decided on and their decisions."""
+    now = clock.now()
+    obs = port.observe(now)
+    sculptor.learn(obs)
+    batch = sculptor.decide(now, port.current(), port.pending(), obs.rows)
+    if batch.move.any():
+        port.resize(obs.rows[batch.move], batch.target[batch.move], now)
+    return obs.rows, batch
