@@ -12,8 +12,8 @@ from typing import Any
 
 from sculpt.catalog import load_catalog
 from sculpt.domain.catalog import Catalog
-from sculpt.domain.errors import ConfigError
-from sculpt.domain.fleet import Fleet
+from sculpt.domain.errors import ConfigError, SculptError
+from sculpt.domain.fleet import Fleet, Slot
 from sculpt.domain.spec import FleetSpec, load_spec
 from sculpt.engine.local import LocalEngine
 from sculpt.ledger import Ledger, state_dir
@@ -32,13 +32,56 @@ class Wiring:
     spec_path: Path | None = None
 
     def fleet(self) -> Fleet:
-        """The fleet the spec asks for (``sculpt up``)."""
+        """The fleet ``sculpt up`` should apply: the spec, merged with what sculpt has already changed.
+
+        See ``desired_fleet``: after a morph, re-running ``up`` with an unchanged spec keeps the shapes and
+        slots sculpt chose instead of undoing them.
+        """
         if self.spec is None:
             raise ConfigError("no fleet spec was given", "pass --spec sculpt.yaml")
-        return Fleet.from_spec(self.spec)
+        last = self.ledger.latest_version(self.stack, succeeded_only=True)
+        if last is None or not last.fleet.get("slots"):
+            return Fleet.from_spec(self.spec)
+        from sculpt.engine.local import fleet_of
+
+        try:
+            current = fleet_of(last)
+        except SculptError:
+            return Fleet.from_spec(self.spec)
+        return desired_fleet(self.spec, current)
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def desired_fleet(spec: FleetSpec, current: Fleet) -> Fleet:
+    """Merge the spec into the running fleet.
+
+    The spec's ``shape``/``region`` are the user's word: when they differ from the spec the current
+    version was made from, every serving slot takes them (same slot ids, so the provider resizes or
+    replaces in place and keeps each instance's data). When they are unchanged, the slots keep the shapes,
+    regions and ids that morphs or the sculptor chose. ``replicas.desired`` adds or removes slots either
+    way. Blue/green leftovers (weight 0) are dropped: a finished morph leaves none.
+    """
+    before = current.spec
+    slots = [s for s in current.slots if s.weight > 0] or list(current.slots)
+    if spec.shape != before.shape or spec.region != before.region:
+        slots = [s.model_copy(update={"shape": spec.shape, "region": spec.region}) for s in slots]
+    n = spec.replicas.desired
+    if len(slots) > n:
+        slots = slots[:n]
+    used = {s.id for s in slots}
+    template = slots[0] if slots else None
+    i = 0
+    while len(slots) < n:
+        sid = f"{spec.fleet}-{i}"
+        i += 1
+        if sid in used or any(s.id == sid for s in current.slots):
+            continue
+        slots.append(Slot(id=sid, shape=template.shape if template else spec.shape,
+                          region=template.region if template else spec.region))
+        used.add(sid)
+    return Fleet(spec=spec, slots=tuple(s.model_copy(update={"colour": "blue", "weight": 100}) for s in slots))
 
 
 def make_engine(spec: FleetSpec, ledger: Ledger, catalog: Catalog, home: Path, *,
@@ -100,3 +143,17 @@ def wire_stack(stack: str | None, spec_path: str | Path) -> Wiring:
     spec = parse_spec(last.spec, f"stack '{stack}'")
     catalog = load_catalog(spec.provider)
     return Wiring(stack, home, ledger, catalog, make_engine(spec, ledger, catalog, home), spec, None)
+
+
+def recover_unfinished(w: Wiring) -> list[str]:
+    """Resume or roll back any morph a dead controller left half-done (see ``sculpt.migrate.recover``).
+
+    Every verb that touches a stack calls this first; it costs one SQLite query when there is nothing to
+    do. Returns one line per recovered migration for the verb to print.
+    """
+    if getattr(w.engine, "name", None) != "local":
+        return []
+    from sculpt.migrate import recover
+
+    return [f"recovered interrupted morph {r.migration_id}: {r.result}"
+            for r in recover(w.state_dir, w.stack, ledger=w.ledger)]

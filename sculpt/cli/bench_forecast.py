@@ -55,6 +55,7 @@ def bench_forecast(
         "samples": int((grid.cpu == grid.cpu).sum()),
         "elapsed_s": round(time.perf_counter() - t0, 2),
         "model_s": {m: r.get("model_s") for m, r in res.items()},
+        "cpu_s": {m: r.get("cpu_s") for m, r in res.items()},
         "scored_hours": {m: r.get("scored") for m, r in res.items()},
         "notes": notes + sorted({n for r in res.values() for n in r.get("notes", [])}),
     }
@@ -73,10 +74,11 @@ def bench_forecast(
         return
     typer.echo(f"{doc['traces']} traces, {doc['samples']} samples, {doc['elapsed_s']} s "
                "(next-hour p95 CPU cores, peak memory GiB; shared machine: times are noisy)")
-    typer.echo(f"{'model':<16}{'mae':>9}{'mem_mae':>9}{'pin50':>9}{'pin95':>9}{'cov90':>8}{'model_s':>9}")
+    typer.echo(f"{'model':<16}{'mae':>9}{'mem_mae':>9}{'pin50':>9}{'pin95':>9}{'cov90':>8}{'model_s':>9}{'cpu_s':>8}")
     for m, r in doc["models"].items():
         typer.echo(f"{m:<16}{_fmt(r['mae']):>9}{_fmt(r['mem_mae']):>9}{_fmt(r['pinball_50']):>9}"
-                   f"{_fmt(r['pinball_95']):>9}{_fmt(r['coverage_90']):>8}{_fmt(doc['model_s'][m]):>9}")
+                   f"{_fmt(r['pinball_95']):>9}{_fmt(r['coverage_90']):>8}{_fmt(doc['model_s'][m]):>9}"
+                   f"{_fmt(doc['cpu_s'][m]):>8}")
     typer.echo(f"ensemble / last-value MAE: {_fmt(doc['ratios']['ensemble_vs_last_value'])}   "
                f"ensemble / best of river, lstm: {_fmt(doc['ratios']['ensemble_vs_best_single'])}")
     for n in doc["notes"]:

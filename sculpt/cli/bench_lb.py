@@ -85,15 +85,29 @@ def closed_loop(host: str, port: int, path: str, connections: int, duration_s: f
             "rps": round(counted / elapsed, 1), "requests": counted, "errors": errors}
 
 
-def _compare(app_port: int, lb_port: int, path: str, connections: int, duration_s: float) -> dict[str, object]:
-    """Latency at 1 connection and throughput at ``connections``, direct and through the LB."""
-    out: dict[str, object] = {"path": path, "connections": connections, "duration_s": duration_s}
-    for name, port in (("direct", app_port), ("lb", lb_port)):
-        typer.echo(f"measuring {name} GET {path} ...", err=True)
-        lat = closed_loop("127.0.0.1", port, path, 1, duration_s)
-        thr = closed_loop("127.0.0.1", port, path, connections, duration_s)
-        out[name] = {"p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "rps": thr["rps"],
-                     "rps_1conn": lat["rps"], "errors": int(lat["errors"] + thr["errors"])}
+def _compare(app_port: int, lb_port: int, path: str, connections: int, duration_s: float,
+             rounds: int = 1) -> dict[str, object]:
+    """Latency at 1 connection and throughput at ``connections``, direct and through the LB.
+
+    Direct and LB runs alternate for ``rounds`` rounds and each figure is the median over rounds, so a
+    burst of load from something else on the machine hits both sides alike.
+    """
+    import statistics
+
+    runs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {"direct": [], "lb": []}
+    for r in range(rounds):
+        for name, port in (("direct", app_port), ("lb", lb_port)):
+            typer.echo(f"measuring {name} GET {path} (round {r + 1}/{rounds}) ...", err=True)
+            runs[name].append((closed_loop("127.0.0.1", port, path, 1, duration_s),
+                               closed_loop("127.0.0.1", port, path, connections, duration_s)))
+    out: dict[str, object] = {"path": path, "connections": connections, "duration_s": duration_s,
+                              "rounds": rounds}
+    for name, rs in runs.items():
+        out[name] = {"p50_ms": round(statistics.median(lat["p50_ms"] for lat, _ in rs), 4),
+                     "p99_ms": round(statistics.median(lat["p99_ms"] for lat, _ in rs), 4),
+                     "rps": round(statistics.median(thr["rps"] for _, thr in rs), 1),
+                     "rps_1conn": round(statistics.median(lat["rps"] for lat, _ in rs), 1),
+                     "errors": int(sum(lat["errors"] + thr["errors"] for lat, thr in rs))}
     direct, lb = out["direct"], out["lb"]
     assert isinstance(direct, dict) and isinstance(lb, dict)
     out["added_p50_ms"] = round(lb["p50_ms"] - direct["p50_ms"], 4)
@@ -102,7 +116,8 @@ def _compare(app_port: int, lb_port: int, path: str, connections: int, duration_
     return out
 
 
-def run_bench(duration_s: float, connections: int, path: str, work_path: str | None) -> dict[str, object]:
+def run_bench(duration_s: float, connections: int, path: str, work_path: str | None,
+              rounds: int = 3) -> dict[str, object]:
     """Start the app and the LB as processes, compare direct vs LB on ``path`` (and on ``work_path``, a
     request that makes the app do real work), stop everything."""
     import subprocess
@@ -122,6 +137,9 @@ def run_bench(duration_s: float, connections: int, path: str, work_path: str | N
             time.sleep(0.02)
         return int(port_file.read_text())
 
+    import os
+
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sculpt-bench-lb-") as tmp:
         d = Path(tmp)
         try:
@@ -135,9 +153,12 @@ def run_bench(duration_s: float, connections: int, path: str, work_path: str | N
             c.request("PUT", "/kv/bench", body=b"x" * 100)
             c.getresponse().read()
             c.close()
-            out = _compare(app_port, lb_port, path, connections, duration_s)
+            out = _compare(app_port, lb_port, path, connections, duration_s, rounds)
             if work_path:
-                out["with_work"] = _compare(app_port, lb_port, work_path, connections, duration_s)
+                out["with_work"] = _compare(app_port, lb_port, work_path, connections, duration_s, rounds)
+            # other work on the machine skews both sides: say how busy it was
+            out["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2),
+                                  "cores": os.cpu_count()}
         finally:
             for p in procs:
                 p.terminate()
@@ -153,7 +174,8 @@ def run_bench(duration_s: float, connections: int, path: str, work_path: str | N
 @app.command("lb")
 def bench_lb(
     json_out: Annotated[bool, typer.Option("--json", help="print machine-readable JSON")] = False,
-    duration: Annotated[float, typer.Option(help="seconds per measurement")] = 3.0,
+    duration: Annotated[float, typer.Option(help="seconds per measurement")] = 2.0,
+    rounds: Annotated[int, typer.Option(help="alternating direct/LB rounds; figures are medians")] = 3,
     connections: Annotated[int, typer.Option(help="concurrent keep-alive connections for throughput")] = 16,
     path: Annotated[str, typer.Option(help="request path (the app's cheapest: a kv read)")] = "/kv/bench",
     work_path: Annotated[str, typer.Option(help="second comparison with app work per request ('' skips)")
@@ -161,14 +183,17 @@ def bench_lb(
     out: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
 ) -> None:
     """Direct vs through-LB p50 latency (1 connection) and throughput (N connections), closed loop."""
-    res = run_bench(duration, connections, path, work_path or None)
+    res = run_bench(duration, connections, path, work_path or None, max(1, rounds))
     if out is not None:
         out.write_text(json.dumps(res, indent=2))
     if json_out:
         typer.echo(json.dumps(res, indent=2))
         return
+    la = res["load_avg_1m"]
+    assert isinstance(la, dict)
+    typer.echo(f"machine load (1 min avg) {la['before']} -> {la['after']} on {la['cores']} cores")
     typer.echo(f"{'':8} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>10}   (p50 at 1 connection, req/s at "
-               f"{res['connections']} connections, closed loop)")
+               f"{res['connections']} connections, closed loop, median of {res['rounds']} rounds)")
     for part in (res, res.get("with_work")):
         if not isinstance(part, dict):
             continue

@@ -29,7 +29,8 @@ def _emit(data: dict[str, Any], out: Path | None) -> None:
 def bench_replay(
     traces: Annotated[list[Path] | None, typer.Argument(help="trace files/directories; default: the Bitbrains set")]
         = None,
-    model: Annotated[str, typer.Option(help="forecast model of the sculpt policy")] = "ensemble",
+    model: Annotated[str, typer.Option(help="forecast model of the sculpt policy (river: see docs/replay.md)")]
+        = "river",
     region: Annotated[str, typer.Option()] = "us-east-1",
     out: OutOpt = None,
 ) -> None:

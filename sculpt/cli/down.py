@@ -13,9 +13,11 @@ StackOpt = Annotated[str | None, typer.Option("--stack", help="stack name (defau
 
 def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None) -> None:
     """Stop the stack's instances, load balancer and agent; record a 'down' version."""
-    from sculpt.app.wiring import wire_stack
+    from sculpt.app.wiring import recover_unfinished, wire_stack
 
     w = wire_stack(stack, spec)
+    for line in recover_unfinished(w):
+        typer.echo(line, err=True)
     try:
         running = w.engine.provider.running() if hasattr(w.engine, "provider") else True
         w.engine.destroy()

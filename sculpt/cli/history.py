@@ -18,9 +18,11 @@ StackOpt = Annotated[str | None, typer.Option("--stack", help="stack name (defau
 
 def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: JsonOpt = False) -> None:
     """List the stack's versions: number, time, result, kind, message and slots."""
-    from sculpt.app.wiring import wire_stack
+    from sculpt.app.wiring import recover_unfinished, wire_stack
 
     w = wire_stack(stack, spec)
+    for line in recover_unfinished(w):
+        typer.echo(line, err=True)
     try:
         versions = w.ledger.versions(w.stack)
     finally:

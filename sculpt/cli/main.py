@@ -84,6 +84,13 @@ app.command("morph")(_morph.command)
 from sculpt.cli import policy as _policy  # noqa: E402
 
 app.add_typer(_policy.app, name="policy")
+from sculpt.cli import demo as _demo  # noqa: E402
+from sculpt.cli import plan as _plan  # noqa: E402
+from sculpt.cli import watch as _watch  # noqa: E402
+
+app.command("plan")(_plan.command)
+app.command("watch")(_watch.command)
+app.command("demo")(_demo.command)
 
 
 def main() -> None:

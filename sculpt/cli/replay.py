@@ -20,7 +20,8 @@ def command(
         "--policy", help="policies to run (repeatable): static, reactive, sculpt, oracle; default all")] = None,
     families: Annotated[str, typer.Option(help="comma-separated shape families allowed")] =
         "m5,c5,r5,m6i,c6i,r6i,m7i,c7i,r7i",
-    model: Annotated[str, typer.Option(help="forecast model of the sculpt policy")] = "ensemble",
+    model: Annotated[str, typer.Option(help="forecast model of the sculpt policy (river: see docs/replay.md)")]
+        = "river",
     reference_shape: Annotated[str, typer.Option(
         help="shape NAB traces' CPU % refers to (NAB does not record it)")] = "m5.large",
     migration_s: Annotated[float, typer.Option(help="seconds a move boots before it serves (both shapes billed)")]

@@ -22,10 +22,12 @@ def command(
     json_out: JsonOpt = False,
 ) -> None:
     """Go back to version N (default: the succeeded version before the current one)."""
-    from sculpt.app.wiring import wire_stack
+    from sculpt.app.wiring import recover_unfinished, wire_stack
     from sculpt.domain.errors import NotFoundError
 
     w = wire_stack(stack, spec)
+    for line in recover_unfinished(w):
+        typer.echo(line, err=True)
     try:
         target = to if to is not None else w.engine.previous_succeeded()
         if target is None:

@@ -19,9 +19,11 @@ StackOpt = Annotated[str | None, typer.Option("--stack", help="stack name (defau
 
 def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: JsonOpt = False) -> None:
     """Show the running stack: version, load balancer address, instances and their enforced limits."""
-    from sculpt.app.wiring import wire_stack
+    from sculpt.app.wiring import recover_unfinished, wire_stack
 
     w = wire_stack(stack, spec)
+    for line in recover_unfinished(w):
+        typer.echo(line, err=True)
     try:
         engine = w.engine
         live = engine.provider.status() if hasattr(engine, "provider") else None

@@ -22,10 +22,12 @@ def command(
     """
     import time
 
-    from sculpt.app.wiring import wire
+    from sculpt.app.wiring import recover_unfinished, wire
 
     t0 = time.monotonic()
     w = wire(spec, apply_timeout_s=timeout)
+    for line in recover_unfinished(w):
+        typer.echo(line, err=True)
     try:
         fleet = w.fleet()
         diff = w.engine.preview(fleet)

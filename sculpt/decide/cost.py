@@ -29,9 +29,13 @@ class CostModel:
 
     - ``horizon_h`` 1 h: the forecast horizon; also how long a decision is relied on before the next one
       may change it (the default cooldown), so savings are counted over one horizon only.
-    - ``slo_penalty_usd_per_h`` $2/h: what an hour of running short of capacity is worth avoiding. About
-      20x the price of a 2-vCPU instance, so a 1 % breach chance outweighs a 20 % saving on small
-      shapes; large shapes still pay for their own headroom through their price.
+    - ``slo_penalty_x_price`` 3: an hour short of capacity costs what three hours of running the service
+      *properly* cost — on the cheapest shape whose breach chance is below 5 % (the stream's reference
+      price). Relative, so the trade-off is the same on a $0.08/h and a $8/h instance, on any catalog. On
+      the Bitbrains replay (river model) 12 halves under-provisioning again for 15 % more cost; an
+      absolute $0.5/h lets the 8-core VMs run short 1 % of the time: 3 sits at the knee.
+    - ``slo_penalty_usd_per_h`` 0: an absolute floor under that penalty ($/h), for services whose outage
+      costs more than their instances.
     - ``oom_weight`` 4: running out of memory kills the process (an outage and a restart), running out of
       CPU only slows it; a memory breach counts as four CPU breaches in the penalty.
     - ``payback_h`` 4 h: the rates of the next horizon (price + breach penalty) are assumed to hold this
@@ -53,7 +57,8 @@ class CostModel:
     """
 
     horizon_h: float = 1.0
-    slo_penalty_usd_per_h: float = 2.0
+    slo_penalty_x_price: float = 3.0
+    slo_penalty_usd_per_h: float = 0.0
     oom_weight: float = 4.0
     payback_h: float = 4.0
     overlap_s: float = 600.0

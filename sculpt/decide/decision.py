@@ -41,6 +41,7 @@ from sculpt.domain.spec import FleetSpec
 from sculpt.rules import RuleContext, evaluate
 
 HOURS_PER_MONTH = 730.0
+SAFE_BREACH = 0.05  # a shape "covers" a stream when its breach chance is below this
 
 
 class Why(IntEnum):
@@ -136,7 +137,7 @@ class BatchDecision:
 
 def net_gain(
     price: np.ndarray, p_breach: np.ndarray, current: np.ndarray, confidence: np.ndarray, model: CostModel,
-    transfer_gb_cost: np.ndarray | None = None,
+    transfer_gb_cost: np.ndarray | None = None, p_safe: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The formula. ``price`` (S,), ``p_breach`` (N, S), ``current`` (N,) -> (expected, benefit, migration).
 
@@ -144,7 +145,13 @@ def net_gain(
     """
     h = model.payback_h
     ok_price = np.isfinite(price) & (price >= 0)
-    expected = np.where(ok_price[None, :], price[None, :] * h + model.slo_penalty_usd_per_h * p_breach * h, np.inf)
+    penalty = np.full(len(current), model.slo_penalty_usd_per_h)
+    if model.slo_penalty_x_price > 0 and p_safe is not None:
+        # the value of the service: what running it on a shape that covers its p95 costs
+        safe = (p_safe < SAFE_BREACH) & ok_price[None, :]
+        ref = np.where(safe.any(axis=1), price[safe.argmax(axis=1)], np.nanmax(np.where(ok_price, price, np.nan)))
+        penalty = np.maximum(penalty, model.slo_penalty_x_price * ref)
+    expected = np.where(ok_price[None, :], price[None, :] * h + penalty[:, None] * p_breach * h, np.inf)
     rows = np.arange(len(current))
     with np.errstate(invalid="ignore"):  # inf - inf where the current price is not finite: NaN -> hold
         benefit = expected[rows, current][:, None] - expected
@@ -177,32 +184,37 @@ def decide_many(
     """
     n = len(current)
     current = np.asarray(current, dtype=np.int64)
-    price = arrays.price
-    cap_cpu = arrays.vcpu * model.utilisation_cap
-    cap_mem = arrays.memory_gib * model.utilisation_cap
-    conf = np.nan_to_num(np.asarray(forecast.confidence, dtype=np.float64), nan=0.0)
+    allow = np.ones(len(arrays), dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+    # work on the columns that matter: allowed candidates plus the shapes streams are on now
+    cols = np.union1d(np.flatnonzero(allow), current)
+    cur = np.searchsorted(cols, current)
+    price = arrays.price[cols]
+    cap_cpu = arrays.vcpu[cols] * model.utilisation_cap
+    cap_mem = arrays.memory_gib[cols] * model.utilisation_cap
+    conf = np.asarray(forecast.confidence, dtype=np.float64)
+    conf = np.where(np.isfinite(conf), conf, 0.0)
     samples = np.asarray(forecast.samples)
 
     p_cpu = breach_probability(forecast.cpu_p50, upper(forecast.cpu_p95, forecast.cpu_hi), cap_cpu)
     p_mem = breach_probability(forecast.mem_p50, upper(forecast.mem_p95, forecast.mem_hi), cap_mem)
-    p_mem = np.nan_to_num(p_mem, nan=0.0)  # no memory forecast: no memory constraint
-    bad = ~np.isfinite(p_cpu).all(axis=1) | ~np.isfinite(price[current])
-    p_cpu = np.nan_to_num(p_cpu, nan=1.0)
+    p_mem = np.where(np.isnan(p_mem), 0.0, p_mem)  # no memory forecast: no memory constraint
+    bad = np.isnan(p_cpu[:, 0]) | ~np.isfinite(price[cur])
+    p_cpu = np.where(np.isnan(p_cpu), 1.0, p_cpu)
     p = joint_breach(p_cpu, p_mem)  # the chance of a breach: risk, urgency
-    expected, benefit, migration = net_gain(price, weighted_breach(p_cpu, p_mem, model.oom_weight), current, conf,
-                                            model)
-    if allowed is not None:
-        expected = np.where(np.asarray(allowed, dtype=bool)[None, :], expected, np.inf)
+    expected, benefit, migration = net_gain(price, weighted_breach(p_cpu, p_mem, model.oom_weight), cur, conf,
+                                            model, p_safe=np.where(allow[cols][None, :], p, 1.0))
+    expected = np.where(allow[cols][None, :], expected, np.inf)
     rows = np.arange(n)
-    target = expected.argmin(axis=1)  # offerings are sorted by price: ties go to the cheapest
-    b = benefit[rows, target]
-    m = migration[rows, target]
+    tgt = expected.argmin(axis=1)  # offerings are sorted by price: ties go to the cheapest
+    target = cols[tgt]
+    b = benefit[rows, tgt]
+    m = migration[rows, tgt]
     net = b - m
-    pc = p[rows, current]
-    pt = p[rows, target]
+    pc = p[rows, cur]
+    pt = p[rows, tgt]
 
     h = model.payback_h
-    threshold = model.gain_threshold() * np.where(np.isfinite(price[current]), price[current], 0.0) * h
+    threshold = model.gain_threshold() * np.where(np.isfinite(price[cur]), price[cur], 0.0) * h
     urgent = (pc > model.urgent_breach) & (pt < pc) & (target != current)
     worth = (net > threshold) & (b > 0) & (target != current)
 
@@ -234,7 +246,7 @@ def decide_many(
                 why[i] = int(Why.POLICY)
 
     final = np.where(move, target, current)
-    delta = (price[final] - price[current]) * HOURS_PER_MONTH
+    delta = (arrays.price[final] - arrays.price[current]) * HOURS_PER_MONTH
     batch = BatchDecision(
         current=current, target=final, candidate=target, move=move, urgent=move & (why == Why.URGENT), why=why,
         benefit_usd=b, migration_cost_usd=m, net_usd=net, breach_current=pc,

@@ -28,7 +28,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,9 +84,13 @@ def schedule(rate_rps: float, duration_s: float, rate_shape: Sequence[float] | N
     >>> len(schedule(0, 4.0, [0.5, 0.5, 0.5, 0.5]))  # fractions carry over between steps
     2
     """
+    return list(iter_schedule(rate_rps, duration_s, rate_shape))
+
+
+def iter_schedule(rate_rps: float, duration_s: float, rate_shape: Sequence[float] | None) -> Iterator[float]:
+    """:func:`schedule`, lazily (a long run does not hold every send time in memory)."""
     steps = list(rate_shape) if rate_shape else [rate_rps]
     step_s = duration_s / len(steps)
-    out: list[float] = []
     carry = 0.0   # requests owed by earlier steps' fractions, so low rates are not rounded away
     for j, r in enumerate(steps):
         if r <= 0:
@@ -95,8 +99,8 @@ def schedule(rate_rps: float, duration_s: float, rate_shape: Sequence[float] | N
         n = int(want + 1e-9)
         carry = want - n
         t0 = j * step_s
-        out.extend(t0 + i / r for i in range(n))
-    return out
+        for i in range(n):
+            yield t0 + i / r
 
 
 def rate_shape_from_trace(path: str | Path, steps: int, peak_rps: float, *, column: str | None = None,
@@ -228,12 +232,11 @@ class LoadGen:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        assert self._result is not None
-        return self._result
+        return self._result if self._result is not None else LoadResult()
 
     def run(self) -> LoadResult:
         rng = random.Random(self.seed)
-        offsets = schedule(self.rate_rps, self.duration_s, self.rate_shape)
+        offsets = iter_schedule(self.rate_rps, self.duration_s, self.rate_shape)
         queues: list[queue.SimpleQueue[tuple[float, str, str, str | None] | None]] = [
             queue.SimpleQueue() for _ in range(self.concurrency)]
         res = LoadResult()

@@ -412,7 +412,7 @@ class _Server:
                     return
                 method, target, version = parts
                 path, _, query = target.partition("?")
-                length, close, chunked = 0, version == "HTTP/1.0", False
+                length, close, chunked, expect = 0, version == "HTTP/1.0", False, False
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
                     n = name.strip().lower()
@@ -426,15 +426,23 @@ class _Server:
                         close = v == "close" or (version == "HTTP/1.0" and v != "keep-alive")
                     elif n == "transfer-encoding" and "chunked" in value.lower():
                         chunked = True
+                    elif n == "expect" and value.strip().lower() == "100-continue":
+                        expect = True
                 if chunked or length > _MAX_BODY:
                     resp = Response(501 if chunked else 413, b"send a Content-Length body\n")
                     close = True
                 else:
+                    if expect and length:
+                        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                     body = await reader.readexactly(length) if length else b""
-                    if path == "/work":
-                        resp = await self._work(query)
-                    else:
-                        resp = st.handle(method, path, query, body)
+                    try:
+                        if path == "/work":
+                            resp = await self._work(query)
+                        else:
+                            resp = st.handle(method, path, query, body)
+                    except Exception as e:  # noqa: BLE001 - e.g. the WAL's disk is full: not acknowledged
+                        print(f"demoapp: {method} {path} failed: {e!r}", file=sys.stderr)
+                        resp = Response(500, b"internal error: the request was not applied\n")
                 close = close or self.closing
                 writer.write(_head(resp.status, resp.ctype, len(resp.body), st.instance_id, close) + resp.body)
                 await writer.drain()

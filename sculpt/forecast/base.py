@@ -40,6 +40,11 @@ class SampleBatch:
     t: np.ndarray
     cpu_cores: np.ndarray
     mem_gib: np.ndarray
+    # optional columns (None: not measured); models use them as features when present
+    net_kbps: np.ndarray | None = None
+    disk_kbps: np.ndarray | None = None
+    latency_ms: np.ndarray | None = None
+    rps: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.streams)

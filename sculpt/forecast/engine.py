@@ -146,16 +146,19 @@ class PeriodPredictor:
         self._ingest(batch.streams, batch.t, batch.cpu_cores, batch.mem_gib, extra)
 
     def _ingest(self, streams: Sequence[str], t: Any, cpu: Any, mem: Any, extra: np.ndarray | None) -> None:
-        self.last_scores = {}
         idx = self.table.indices(streams)
-        self._grow(len(self.table))
         closed = self.table.push(idx, np.asarray(t, np.float64), np.asarray(cpu, np.float64),
                                  np.asarray(mem, np.float64), extra)
+        self._closed(closed)
+
+    def _closed(self, closed: np.ndarray) -> None:
+        """Hand closed periods to the model, at most ``close_budget`` rows per tick, oldest first."""
+        self.last_scores = {}
+        self._grow(len(self.table))
         if closed.size or self.pending.size:
             rows = closed
             if self.pending.size:
                 rows = np.concatenate([self.pending, np.setdiff1d(closed, self.pending, assume_unique=True)])
-            # bounded work per tick: a whole fleet closing together is handled over a few ticks, oldest first
             now, self.pending = rows[: self.close_budget], rows[self.close_budget:]
             self._on_close(np.sort(now))
 

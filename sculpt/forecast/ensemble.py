@@ -1,16 +1,19 @@
-"""The ensemble: river + LSTM (+ the baselines), weighted online by recent pinball loss.
+"""The ensemble: river + LSTM (+ the two baselines), weighted online by pinball loss, per profile and per stream.
 
 Why it exists: no single model wins on every stream or every week. Each member forecasts every stream;
-when a period closes, each member's forecast of it is scored with the pinball loss at 50 % and 95 %
-(each of CPU p50, CPU p95, memory p50 and memory p95 has its own weights, from its own loss). Weights are ``softmax(-eta * loss / best_loss)`` over an exponentially
-weighted average of those losses:
+when a period closes, the forecasts are scored with the pinball loss, and each of the four outputs
+(CPU p50, CPU p95, memory p50, memory p95) has its own weights over the members:
 
-* per profile (all streams' losses summed): the weights a new stream starts with;
-* per stream: once a stream has ``STREAM_HALF`` scored periods its own record counts half, and more after.
+* ``weighting="gradient"`` (default): exponentiated gradient on the pinball loss *of the combined
+  forecast* (relative units), the classic online aggregation rule: a member's log-weight moves against
+  the gradient ``(1[y < combined] - tau) * member / scale``, so weights follow what improves the mix, not
+  only which member is best alone;
+* ``weighting="loss"``: ``softmax(-ETA * loss / best_loss)`` of an EWMA of each member's own loss.
 
-The combined quantiles are the weighted averages of the members' quantiles (quantile averaging), and the
-90 % interval is re-calibrated around the combined median by the engine's conformal layer. Without torch
-the LSTM is left out and ``notes`` says so.
+Weights exist per profile (a new stream starts with them) and per stream; a stream's own weights count
+``n / (n + STREAM_HALF)`` after ``n`` scored periods. The combined quantiles are weighted averages of
+the members' quantiles (quantile averaging); the 90 % interval is re-calibrated around the combined
+median by the engine's conformal layer. Without torch the LSTM is left out and ``notes`` says so.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class Ensemble(PeriodPredictor):
 
     name = "ensemble"
 
-    def __init__(self, *, members: tuple[str, ...] | None = None, weighting: str = "gradient", eg_rate: float = 0.1,
+    def __init__(self, *, members: tuple[str, ...] | None = None, weighting: str = "gradient", eg_rate: float = 1.0,
                  **kw: Any) -> None:
         super().__init__(**{k: v for k, v in kw.items() if k != "prior"})
         from sculpt.forecast import make_predictor, torch_available
@@ -47,6 +50,7 @@ class Ensemble(PeriodPredictor):
             make_predictor(m, **sub, **({"prior": prior} if m == "river" and prior is not None else {}))  # type: ignore[misc]
             for m in members]
         self.member_names = list(members)
+        self._share_table()
         k = len(self.members)
         self.L_prof = np.zeros((4, k))  # one weight set per output: CPU p50, p95, memory p50, p95
         self.L_seen = 0
@@ -77,14 +81,23 @@ class Ensemble(PeriodPredictor):
             members.append(m)  # type: ignore[arg-type]
         super()._load_model_state(state)
         self.members = members
+        self._share_table()
+
+    def _share_table(self) -> None:
+        """Members read the ensemble's stream table: samples are validated and aggregated once, not per member."""
+        for m in self.members:
+            m.table = self.table
 
     def _ingest(self, streams: Any, t: Any, cpu: Any, mem: Any, extra: np.ndarray | None) -> None:
+        idx = self.table.indices(streams)
+        closed = self.table.push(idx, np.asarray(t, np.float64), np.asarray(cpu, np.float64),
+                                 np.asarray(mem, np.float64), extra)
         for m in self.members:
-            m._ingest(streams, t, cpu, mem, extra)
-        super()._ingest(streams, t, cpu, mem, extra)
+            m._closed(closed)
+        self._closed(closed)
 
     def weights(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """Current weights: the profile's (``rows`` None) or per stream, shape (len(rows), members)."""
+        """Current weights: the profile's, shape (4 outputs, members), or per stream (len(rows), 4, members)."""
         def soft(L: np.ndarray) -> np.ndarray:
             best = np.maximum(L.min(axis=-1, keepdims=True), 1e-12)
             z = -ETA * L / best

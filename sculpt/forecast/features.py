@@ -6,8 +6,8 @@ divided by the stream's scale (an EWMA of its level: target scaling), so one mod
 streams of any size. Missing history (a young stream) is filled with the last value, i.e. persistence.
 
 Columns (``NAMES``): CPU lags 1, 2, 3, 24 and 168 periods, rolling mean of 6 and 24, max and std of 24,
-the last period's last and highest 5-minute slot and its tail (max of the last 15 minutes); memory lags 1, 2, 24 and rolling mean of 24; network
-and disk relative to their 24-period mean (log); hour-of-day and day-of-week of the next period (sin/cos)
+the last period's last and highest 5-minute slot and its tail (max of the last 15 minutes); memory lags 1, 2, 24 and rolling mean of 24; network,
+disk, latency and throughput (requests/s) relative to their 24-period mean (log; 0 when not measured); hour-of-day and day-of-week of the next period (sin/cos)
 and a weekend flag. With hourly periods, lag 24 is "same hour yesterday", 168 "same hour last week".
 """
 
@@ -21,7 +21,7 @@ from sculpt.forecast.state import StreamTable
 
 NAMES: tuple[str, ...] = (
     "c1", "c2", "c3", "c24", "c168", "cmean6", "cmean24", "cmax24", "cstd24", "slot_last", "slot_max", "tail",
-    "m1", "m2", "m24", "mmean24", "net", "disk", "hod_sin", "hod_cos", "dow_sin", "dow_cos", "weekend",
+    "m1", "m2", "m24", "mmean24", "net", "disk", "latency", "rps", "hod_sin", "hod_cos", "dow_sin", "dow_cos", "weekend",
 )
 CLIP = 20.0
 
@@ -72,7 +72,7 @@ def extract(table: StreamTable, rows: np.ndarray, scale: np.ndarray) -> np.ndarr
         _fill(c[:, week - 1], c1) if c.shape[1] >= week else c1,
         cmean6, cmean24, cmax24, np.nan_to_num(cstd24), _fill(slot_last, c1), _fill(slot_max, c1), _fill(tail, c1),
         m1, _fill(m[:, 1], m1), _fill(m[:, d - 1], m1) if m.shape[1] >= d else m1, _fill(mmean24, m1),
-        np.nan_to_num(rel[:, 0]), np.nan_to_num(rel[:, 1]),
+        np.nan_to_num(rel[:, 0]), np.nan_to_num(rel[:, 1]), np.nan_to_num(rel[:, 2]), np.nan_to_num(rel[:, 3]),
     ]
     X = np.column_stack([*cols, cal])
     return np.clip(np.nan_to_num(X, nan=0.0, posinf=CLIP, neginf=-CLIP), -CLIP, CLIP)

@@ -33,7 +33,10 @@ from sculpt.forecast.engine import PeriodPredictor
 from sculpt.forecast.features import NAMES, extract
 
 PH_DELTA = 0.1  # Page-Hinkley tolerance (relative units: 10 % of the stream's level)
-PH_LAMBDA = 6.0  # alarm threshold (relative units summed over periods)
+PH_LAMBDA = 20.0  # alarm threshold (relative units summed over periods): rare on purpose, see docs
+CLEAR_RESIDUALS_ON_DRIFT = False
+RESET_ON_DRIFT = True
+PH_MIN = 12  # periods a stream's test needs before it may alarm
 BOOST_PERIODS = 24  # periods of faster per-stream adaptation after a drift
 BIAS_LR = 0.01  # step of the per-stream median correction (relative units)
 TARGET_CLIP = 10.0
@@ -74,7 +77,7 @@ class RiverQuantile(PeriodPredictor):
         self.A_last = np.full((0, 2), np.nan)  # the anchors (cpu, mem) the last forecast was relative to
         self.bias = np.zeros((0, 2))
         self.boost = np.zeros(0)
-        self.ph = np.zeros((0, 5))  # count, mean, cum_up, cum_down, (unused)
+        self.ph = np.zeros((0, 6))  # count, mean, cum_up, cum_down, mean |x|, cum |x| up
         self.drifts = 0
 
     def _rows_grow(self) -> None:
@@ -87,7 +90,7 @@ class RiverQuantile(PeriodPredictor):
         self.A_last = np.vstack([self.A_last, np.full((pad, 2), np.nan)])
         self.bias = np.vstack([self.bias, np.zeros((pad, 2))])
         self.boost = np.concatenate([self.boost, np.zeros(pad)])
-        self.ph = np.vstack([self.ph, np.zeros((pad, 5))])
+        self.ph = np.vstack([self.ph, np.zeros((pad, 6))])
 
     def _weights(self, key: str) -> tuple[np.ndarray, float]:
         reg = self.regs[key]
@@ -130,29 +133,35 @@ class RiverQuantile(PeriodPredictor):
             self.jack.learn_one(x, float(yc[-1]) if np.isfinite(yc[-1]) else 0.0)
 
     def _drift(self, rows: np.ndarray) -> None:
-        """Two-sided Page-Hinkley on the relative residual of the median; reset what a level shift breaks."""
+        """Page-Hinkley on each stream's relative residuals: two-sided on the residual (a biased model) and
+        upward on its magnitude (noisier than the stream's scale says: a level or regime change)."""
         sc = self.last_scores
         if not sc:
             return
         r = sc["rows"]
         x = np.clip(sc["res_cpu"], -TARGET_CLIP, TARGET_CLIP)  # y - median of the scored forecast, relative
+        ax = np.abs(x)
         st = self.ph[r]
         st[:, 0] += 1
         st[:, 1] += (x - st[:, 1]) / st[:, 0]
+        st[:, 4] += (ax - st[:, 4]) / st[:, 0]
         st[:, 2] = np.maximum(0.0, st[:, 2] + x - st[:, 1] - PH_DELTA)
         st[:, 3] = np.maximum(0.0, st[:, 3] - x + st[:, 1] - PH_DELTA)
-        alarm = (st[:, 2] > PH_LAMBDA) | (st[:, 3] > PH_LAMBDA)
+        st[:, 5] = np.maximum(0.0, st[:, 5] + ax - st[:, 4] - PH_DELTA)
+        alarm = (st[:, 0] >= PH_MIN) & ((st[:, 2] > PH_LAMBDA) | (st[:, 3] > PH_LAMBDA) | (st[:, 5] > PH_LAMBDA))
         self.ph[r] = st
         if alarm.any():
             d = r[alarm]
             self.drifts += int(d.size)
             self.ph[d] = 0.0
             self.boost[d] = BOOST_PERIODS
-            self.bias[d] = 0.0
-            cpu, mem = self.table.last(d, 1)
-            self.scale[d] = np.maximum(np.column_stack([cpu[:, 0], mem[:, 0]]), 1e-3)
-            self.res[d] = np.nan
-            self.res_pos[d] = 0
+            if RESET_ON_DRIFT:
+                self.bias[d] = 0.0
+                cpu, mem = self.table.last(d, 1)
+                self.scale[d] = np.maximum(np.column_stack([cpu[:, 0], mem[:, 0]]), 1e-3)
+            if CLEAR_RESIDUALS_ON_DRIFT:
+                self.res[d] = np.nan
+                self.res_pos[d] = 0
 
     def _anchors(self, rows: np.ndarray, X: np.ndarray) -> np.ndarray:
         """What the regressors correct: CPU's freshest reading (the period's tail) or last period; memory's last peak."""

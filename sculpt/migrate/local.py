@@ -66,7 +66,14 @@ class LocalPlatform:
 
     # -- instances ----------------------------------------------------------------------------------------
     def _rows(self) -> dict[str, dict[str, Any]]:
-        return {str(r["id"]): r for r in self.client.status().get("instances", [])}
+        """The agent's instances by slot id; none when no agent runs (it died: so did its LB and pause)."""
+        try:
+            status = self.client.status()
+        except ProviderError:
+            if self.client.running():
+                raise
+            return {}
+        return {str(r["id"]): r for r in status.get("instances", [])}
 
     def instances(self) -> dict[str, Instance]:
         out = {}
@@ -90,11 +97,19 @@ class LocalPlatform:
         self.client.pause(auto_resume_s=self.auto_resume_s)
 
     def resume(self) -> None:
-        self.client.resume()
+        """Release held requests. With no agent running there is no paused LB to release (recovery after
+        the agent died too): nothing to do."""
+        try:
+            self.client.resume()
+        except ProviderError:
+            if self.client.running():
+                raise
 
     def wait_idle(self, slot_ids: Sequence[str], timeout_s: float) -> bool:
         rows = self._rows()
         uids = [str(rows[s]["uid"]) for s in slot_ids if s in rows]
+        if not uids:
+            return True
         deadline = time.monotonic() + timeout_s
         while True:
             backends = self.client.stats().get("backends", {})

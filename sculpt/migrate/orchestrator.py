@@ -465,12 +465,14 @@ class Orchestrator:
     def _rollback(self, ctx: _Ctx, reason: str, recovered: bool = False) -> None:
         """Re-apply the version this replica started from; blue keeps or resumes serving; green goes."""
         rep = self.report
+        failed_in = self._last_real_state() if self._state is State.ROLLBACK else self._state
         self._enter(State.ROLLBACK, ctx, {"reason": reason, "recovered": recovered})
         log.warning("morph %s rolling back: %s", self.mid, reason)
         try:
             h = ctx.handover
             insts = self.p.instances()
-            traffic_reached_green = committed(ctx.reached) or (recovered and committed(self._last_real_state()))
+            # From RESUME on, green may have taken writes (copying back when it took none is harmless).
+            traffic_reached_green = committed(failed_in) or committed(ctx.reached)
             if h is not None and traffic_reached_green and ctx.blue in insts and ctx.green in insts:
                 # green took writes: hold traffic, freeze green, hand its keys back before blue serves again.
                 self.p.pause()

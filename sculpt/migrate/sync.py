@@ -41,8 +41,9 @@ def moving_keys(keys: Iterable[str], source: str, before: Ring, after: Ring, own
     """Keys that ``source`` owns under ``before`` and another slot owns under ``after``, by new owner.
 
     >>> own = lambda k, ring: ring[int(k) % len(ring)][0]
-    >>> moving_keys(["0", "1", "2", "3"], "a", (("a", 100), ("b", 100)), (("c", 100), ("b", 100)), own)
-    {'c': {'0', '2'}}
+    >>> moved = moving_keys(["0", "1", "2", "3"], "a", (("a", 100), ("b", 100)), (("c", 100), ("b", 100)), own)
+    >>> {dest: sorted(keys) for dest, keys in moved.items()}
+    {'c': ['0', '2']}
     """
     out: dict[str, set[str]] = {}
     for k in keys:

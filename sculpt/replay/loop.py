@@ -58,6 +58,7 @@ class Sculptor:
         allowed: np.ndarray | None = None,
         spec: FleetSpec | None = None,
         max_migrations_per_day: int | None = None,
+        mem_recall_h: int = 24,
     ) -> None:
         self.predictor = predictor
         self.arrays = arrays
@@ -70,12 +71,24 @@ class Sculptor:
         self._names = np.array(self.streams, dtype=object)
         self.last_cpu = np.zeros(len(self.streams))
         self.last_mem = np.full(len(self.streams), np.nan)
+        # memory recall: hourly memory peaks of the last day, per stream (a ring indexed by hour of day)
+        self.mem_recall_h = mem_recall_h
+        self.mem_peaks = np.zeros((len(self.streams), max(mem_recall_h, 1)))
+        self.mem_hour = np.full(len(self.streams), -1, dtype=np.int64)
 
     def learn(self, obs: Observation) -> None:
         if len(obs.rows) == 0:
             return
         self.last_cpu[obs.rows] = np.nan_to_num(obs.cpu_cores, nan=0.0)
         self.last_mem[obs.rows] = obs.mem_gib
+        if self.mem_recall_h > 0:
+            hour = (np.asarray(obs.t) // 3600).astype(np.int64)
+            slot = hour % self.mem_recall_h
+            fresh = hour != self.mem_hour[obs.rows]
+            self.mem_peaks[obs.rows[fresh], slot[fresh]] = 0.0
+            m = np.where(np.isfinite(obs.mem_gib), obs.mem_gib, 0.0)
+            self.mem_peaks[obs.rows, slot] = np.maximum(self.mem_peaks[obs.rows, slot], m)
+            self.mem_hour[obs.rows] = hour
         self.predictor.learn_many(SampleBatch(streams=list(self._names[obs.rows]), t=obs.t, cpu_cores=obs.cpu_cores,
                                               mem_gib=obs.mem_gib))
 
@@ -84,7 +97,8 @@ class Sculptor:
         """Forecast and decide for ``rows`` (default: all streams); updates the held decision state."""
         rows = np.arange(len(self.streams)) if rows is None else rows
         fc = nowcast(self.predictor.forecast_many(list(self._names[rows]), self.model.horizon_h * 3600.0),
-                     self.last_cpu[rows], self.last_mem[rows])
+                     self.last_cpu[rows], self.last_mem[rows],
+                     self.mem_peaks[rows].max(axis=1) if self.mem_recall_h > 0 else None)
         sub = self.state if len(rows) == len(self.streams) else self.state_rows(rows)
         batch, new = decide_many(current=current[rows], forecast=fc, arrays=self.arrays, state=sub, now=now,
                                  model=self.model, allowed=self.allowed, pending=pending[rows], spec=self.spec,
@@ -115,13 +129,18 @@ class _Floored:
     samples: np.ndarray
 
 
-def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray) -> _Floored:
+def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray, mem_recall: np.ndarray | None = None) -> _Floored:
     """The forecast floored by what is happening now: the next minutes look like the last one.
 
     Models forecast the horizon from closed periods (hourly); between closes, a demand already above a
     shape is the strongest evidence there is. The median is raised to the latest reading and the p95 keeps
     its spread (p95 - p50) above it, so a breach in progress makes upsizing urgent within one tick and no downsizing
     goes below the demand of the moment.
+
+    ``mem_recall`` (the memory peak of the last day) floors the memory *p95*: memory that was used a few
+    hours ago is likely to be used again (batch jobs, caches), and an OOM kills. The median still follows
+    the forecast, so the decision sees a tail, not a certainty: shrinking below yesterday's peak happens
+    only when the saving is worth several breach-penalties.
     """
     c50 = np.asarray(fc.cpu_p50, dtype=np.float64)
     c95 = upper(fc.cpu_p95, fc.cpu_hi)
@@ -134,6 +153,8 @@ def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray) -> _Floored:
     # keep the forecast's spread (additive: a ratio would explode when the model's median is ~0)
     new_c95 = np.fmax(c95, new_c50 + np.fmax(c95 - c50, 0.0))
     new_m95 = np.where(has_mem, np.fmax(m95, new_m50 + np.fmax(m95 - m50, 0.0)), m95)
+    if mem_recall is not None:
+        new_m95 = np.where(has_mem, np.fmax(new_m95, mem_recall), new_m95)
     return _Floored(cpu_p50=new_c50, cpu_p95=new_c95, cpu_hi=new_c95, mem_p50=new_m50, mem_p95=new_m95, mem_hi=new_m95,
                     confidence=np.asarray(fc.confidence), samples=np.asarray(fc.samples))
 

@@ -123,3 +123,25 @@ def test_the_cli_and_the_forecast_package_do_not_import_torch_or_river() -> None
             "print(sorted(m for m in ('torch', 'river', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _regime_stream(hours: int = 120, change_at: int = 48, seed: int = 0, flip_h: int = 2) -> list[SampleBatch]:
+    """A calm stream that, from ``change_at`` hours on, jumps between 1 and 6 cores every ``flip_h`` hours."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(hours * 12):
+        h = k // 12
+        level = 1.0 if h < change_at or (h // flip_h) % 2 == 0 else 6.0
+        out.append(SampleBatch(["s"], np.array([T0 + 300 * k + 1]), np.array([level * rng.lognormal(0, 0.05)]),
+                               np.array([2.0])))
+    return out
+
+
+def test_a_regime_change_is_detected_as_drift_and_a_stationary_stream_is_not() -> None:
+    changed, calm = make_predictor("river"), make_predictor("river")
+    for b in _regime_stream():
+        changed.learn_many(b)
+    for b in _regime_stream(change_at=10_000):
+        calm.learn_many(b)
+    assert changed.drifts >= 1  # type: ignore[attr-defined]
+    assert calm.drifts == 0  # type: ignore[attr-defined]

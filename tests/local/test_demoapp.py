@@ -242,3 +242,16 @@ def test_a_long_wal_is_compacted_on_restart_keeping_state_and_deltas(start_app: 
     assert json.loads(call(port2, "GET", "/checkpoint")[1]) == before
     assert json.loads(call(port2, "GET", "/checkpoint?since=1495")[1]) == delta_before
     assert delta_before["deleted"] == ["k0"] and set(delta_before["items"]) == {"k5", "k6", "k7", "k8", "k9"}
+
+
+@pytest.mark.parametrize("fsync", ["always", "never"])
+def test_other_fsync_policies_keep_acknowledged_writes_across_kill_9(
+        start_app: Spawn, tmp_path: Path, fsync: str) -> None:
+    data = tmp_path / "data"
+    proc, port = start_app("a", data, "--fsync", fsync)
+    for i in range(20):
+        assert call(port, "PUT", f"/kv/k{i}", f"v{i}".encode())[0] == 200
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, port2 = start_app("b", data, "--fsync", fsync)
+    assert json.loads(call(port2, "GET", "/checkpoint")[1])["items"] == {f"k{i}": f"v{i}" for i in range(20)}

@@ -273,13 +273,17 @@ def test_stats_endpoint_serves_the_documented_json(
 def test_bench_lb_prints_the_documented_json() -> None:
     from sculpt.cli.main import app
 
-    res = CliRunner().invoke(app, ["bench", "lb", "--json", "--duration", "0.2", "--connections", "2"])
+    res = CliRunner().invoke(app, ["bench", "lb", "--json", "--duration", "0.2", "--connections", "2",
+                                   "--rounds", "1", "--work-path", "/work?ms=1"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     for side in ("direct", "lb"):
         assert out[side]["p50_ms"] > 0 and out[side]["rps"] > 0 and out[side]["errors"] == 0
     assert out["added_p50_ms"] == pytest.approx(out["lb"]["p50_ms"] - out["direct"]["p50_ms"], abs=1e-3)
     assert out["throughput_ratio"] == pytest.approx(out["lb"]["rps"] / out["direct"]["rps"], abs=1e-2)
+    assert out["with_work"]["path"] == "/work?ms=1" and out["with_work"]["lb"]["errors"] == 0
+    assert out["targets_met"] == (out["added_p50_ms"] < 1 and out["throughput_ratio"] >= 0.7)
+    assert set(out["load_avg_1m"]) == {"before", "after", "cores"}
 
 
 def test_slow_backend_answers_504_after_backend_timeout(
@@ -417,14 +421,14 @@ def test_clients_that_vanish_do_not_leak_in_flight_requests(
 
 def test_a_slow_reader_gets_everything_and_the_backend_connection_is_reused(
         apps: dict[str, int], make_lb: Callable[..., LoadBalancer]) -> None:
-    lb = make_lb([be(apps, "a")], pool_size=1)
+    lb = make_lb([be(apps, "a")], pool_size=1, backend_timeout_s=0.5)
     big = b"z" * 8_000_000
     assert call(lb.address, "PUT", "/kv/huge", big)[0] == 200
     with socket.create_connection(lb.address, timeout=10) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         s.sendall(b"GET /kv/huge HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        time.sleep(0.3)                      # let the LB's buffer toward us fill up: it must stop reading
+        data = bytearray()
+        time.sleep(1.0)     # the LB's buffer toward us fills; it stops reading, and no timeout runs meanwhile
         while len(data) < len(big):
             chunk = s.recv(1 << 20)
             assert chunk
@@ -432,3 +436,52 @@ def test_a_slow_reader_gets_everything_and_the_backend_connection_is_reused(
     assert data.endswith(big[-1000:]) and len(data.split(b"\r\n\r\n", 1)[1]) == len(big)
     for _ in range(3):                       # the pooled backend connection still answers
         assert call(lb.address, "GET", "/healthz")[0] == 200
+
+
+def test_expect_100_continue_gets_a_go_ahead(apps: dict[str, int], make_lb: Callable[..., LoadBalancer]) -> None:
+    lb = make_lb([be(apps, "a")])
+    body = b"x" * 5000
+    for addr in (lb.address, ("127.0.0.1", apps["a"])):       # the LB, and the app on its own
+        with socket.create_connection(addr, timeout=5) as s:
+            s.sendall(b"PUT /kv/expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"   # before any body was sent
+            s.sendall(body)
+            assert s.recv(100).startswith(b"HTTP/1.1 200 OK")
+    assert call(lb.address, "GET", "/kv/expect")[1] == body
+
+
+def test_pause_with_auto_resume_releases_by_itself(apps: dict[str, int],
+                                                   make_lb: Callable[..., LoadBalancer]) -> None:
+    lb = make_lb([be(apps, "a")], pause_max_ms=20_000)
+    lb.pause(auto_resume_s=1.0)       # the caller "dies" and never calls resume()
+    status, _, who = call(lb.address, "GET", "/healthz")
+    assert (status, who) == (200, "a")
+    st = lb.stats()
+    assert st["paused"] is False and st["held"] == 1 and st["pause_ms_max"] > 0
+
+
+def test_bad_backend_sets_are_config_errors(make_lb: Callable[..., LoadBalancer]) -> None:
+    from sculpt.providers.local.lb import _parse_backend
+
+    lb = make_lb([])
+    with pytest.raises(ConfigError, match="unique"):
+        lb.set_backends([Backend("a", "127.0.0.1", 1), Backend("a", "127.0.0.1", 2)])
+    with pytest.raises(ConfigError, match="negative weight"):
+        lb.set_backends([Backend("a", "127.0.0.1", 1, -1)])
+    with pytest.raises(ConfigError, match="To fix"):
+        LoadBalancer(routing="random")
+    assert _parse_backend("x=10.0.0.1:80:30") == Backend("x", "10.0.0.1", 80, 30)
+    with pytest.raises(ConfigError, match="id=host:port"):
+        _parse_backend("nonsense")
+
+
+def test_hash_ring_respects_weights() -> None:
+    lb = LoadBalancer(routing="hash")            # the ring needs no sockets
+    lb.set_backends([Backend("a", "127.0.0.1", 1, 300), Backend("b", "127.0.0.1", 2, 100)])
+    owners = collections.Counter(lb.owner(f"key-{i}") for i in range(4000))
+    assert 0.65 < owners["a"] / 4000 < 0.85 and owners["a"] + owners["b"] == 4000
+    lb.set_backends([Backend("a", "127.0.0.1", 1, 300), Backend("b", "127.0.0.1", 2, 0)])
+    assert {lb.owner(f"key-{i}") for i in range(200)} == {"a"}
+    lb.set_backends([])
+    assert lb.owner("key-1") is None

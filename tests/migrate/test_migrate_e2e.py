@@ -95,13 +95,48 @@ def sculpt_morph(s: Stack, *args: str) -> subprocess.CompletedProcess[str]:
                            *args], capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
-def under_load(s: Stack, args: list[str], seed: int) -> tuple[subprocess.CompletedProcess[str], LoadResult, int]:
+class CapacityProbe:
+    """Samples the LB every few ms during a morph: the fewest healthy backends with weight > 0 it saw."""
+
+    def __init__(self, s: Stack) -> None:
+        import threading
+
+        self.client, self.low = s.client, 10**6
+        self.samples = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                b = self.client.stats()["backends"].values()
+            except Exception:  # noqa: BLE001 - the agent may be busy; the next sample counts
+                continue
+            self.low = min(self.low, sum(1 for x in b if x["active"] and x["healthy"] and x["weight"] > 0))
+            self.samples += 1
+            time.sleep(0.005)
+
+    def __enter__(self) -> CapacityProbe:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def under_load(s: Stack, args: list[str], seed: int,
+               probe: CapacityProbe | None = None) -> tuple[subprocess.CompletedProcess[str], LoadResult, int]:
     """Run ``sculpt morph ARGS`` while the load generator drives the LB; recover if the morph was killed."""
     load = LoadGen(s.url, RATE_RPS, write_ratio=0.5, keys=300, duration_s=300.0, seed=seed)
     load.start()
     try:
         time.sleep(0.6)
-        proc = sculpt_morph(s, *args)
+        if probe is not None:
+            with probe:
+                proc = sculpt_morph(s, *args)
+        else:
+            proc = sculpt_morph(s, *args)
         if proc.returncode < 0:  # SIGKILLed by an injected crash: what the next sculpt command does
             recover(s.home, s.name)
         time.sleep(0.6)
@@ -145,7 +180,9 @@ def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def test_blue_green_morph_under_load_drops_nothing_and_loses_nothing(stack: Stack) -> None:
     target = stack.other_shape()
     before = stack.fleet().slots[0]
-    proc, res, lost = under_load(stack, ["--shape", target, "--strategy", "blue-green"], seed=1)
+    probe = CapacityProbe(stack)
+    proc, res, lost = under_load(stack, ["--shape", target, "--strategy", "blue-green"], seed=1, probe=probe)
+    assert probe.samples > 10 and probe.low == 1  # never without a serving instance
     rep = report(proc)
     assert proc.returncode == 0, proc.stderr
     assert rep["result"] == "done" and rep["strategy"] == "blue-green"
@@ -229,7 +266,9 @@ def hashed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def test_a_hash_routed_two_replica_fleet_rolls_one_replica_at_a_time(hashed: Stack) -> None:
     target = hashed.other_shape()
-    proc, res, lost = under_load(hashed, ["--shape", target, "--strategy", "blue-green"], seed=5)
+    probe = CapacityProbe(hashed)
+    proc, res, lost = under_load(hashed, ["--shape", target, "--strategy", "blue-green"], seed=5, probe=probe)
+    assert probe.samples > 10 and probe.low == 2  # replicas.min: 2, held at every sample
     rep = report(proc)
     assert (proc.returncode, rep["result"]) == (0, "done"), proc.stderr
     assert [x["replica"] for x in rep["steps"] if x["state"] == "SHIFT"] == [0, 1]
@@ -263,6 +302,22 @@ def test_a_failure_on_the_second_replica_rolls_back_only_that_replica(hashed: St
     back = sculpt_morph(hashed, "--shape", target, "--strategy", "blue-green")
     assert back.returncode == 0, back.stderr
     assert_settled(hashed)
+
+
+@pytest.mark.skipif(not LIVE_RESIZE, reason="in-place morphs need writable cgroups, which this machine lacks")
+def test_in_place_resizes_a_multi_replica_fleet_one_replica_at_a_time(hashed: Stack) -> None:
+    target = hashed.other_shape()
+    pids = {i["id"]: i["pid"] for i in hashed.client.status()["instances"]}
+    proc, res, lost = under_load(hashed, ["--shape", target, "--strategy", "in-place"], seed=10)
+    rep = report(proc)
+    assert (proc.returncode, rep["result"], rep["strategy"]) == (0, "done", "in-place"), proc.stderr
+    assert [(x["state"], x["replica"]) for x in rep["steps"]] == [
+        ("RESIZE", 0), ("WAIT_HEALTHY", 0), ("RESIZE", 1), ("WAIT_HEALTHY", 1)]
+    assert len(rep["versions"]) == 2  # one stack version per replica
+    assert (res.failed, lost, res.stale_reads) == (0, 0, 0)
+    st = assert_settled(hashed)
+    assert {i["id"]: i["pid"] for i in st["instances"]} == pids
+    assert {i["shape"] for i in st["instances"]} == {target}
 
 
 def test_only_moved_key_ranges_are_copied_for_a_hash_routed_fleet(hashed: Stack) -> None:
@@ -314,3 +369,68 @@ def test_an_unknown_shape_is_refused_in_one_line_before_anything_starts(stack: S
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: shape 'huge-99c' is not in the local catalog") and "To fix:" in line
     assert len(stack.ledger.migrations(stack.name)) == n
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_kill_mid_morph_rolls_back_at_once(stack: Stack, sig: str) -> None:
+    import signal
+
+    before = stack.fleet()
+    n = len(stack.ledger.migrations(stack.name))
+    env = {**os.environ, "SCULPT_HOME": str(stack.home)}
+    load = LoadGen(stack.url, RATE_RPS, write_ratio=0.5, keys=300, duration_s=300.0, seed=8)
+    load.start()
+    try:
+        with subprocess.Popen([sys.executable, "-m", "sculpt.cli.main", "morph", "--spec", str(stack.spec),
+                               "--shape", stack.other_shape(), "--strategy", "blue-green", "--fault",
+                               "step-timeout", "--step-timeout", "60"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as proc:
+            deadline = time.monotonic() + 30
+            while not any(m.state == "SYNC_STATE" for m in stack.ledger.migrations(stack.name)[n:]):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    raise AssertionError(f"the morph never reached SYNC_STATE: {proc.communicate()[1]}")
+                time.sleep(0.05)
+            proc.send_signal(getattr(signal, sig))
+            _, err = proc.communicate(timeout=30)
+    finally:
+        res = load.stop()
+    assert proc.returncode == 130, err  # the shell's "interrupted" code, after the rollback finished
+    assert "rolling back: interrupted (Ctrl-C)" in err
+    m = stack.ledger.migrations(stack.name)[-1]
+    assert (m.result, m.reason) == ("rolled_back", "interrupted (Ctrl-C)")
+    assert (res.failed, verify(stack.url, res), res.stale_reads) == (0, 0, 0)
+    assert [x.id for x in stack.fleet().slots] == [x.id for x in before.slots]
+    assert_settled(stack)
+
+
+@pytest.fixture
+def lonely(tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(tmp_path / "lonely", "lone")
+
+
+@pytest.mark.parametrize("state", ["SHIFT", "DRAIN_BLUE"])
+def test_recovery_works_even_when_the_agent_died_with_the_controller(lonely: Stack, state: str) -> None:
+    """Controller and agent both SIGKILLed mid-morph (say, the machine lost power): the next command
+    restarts the agent through the engine and finishes the migration; no acknowledged write is lost."""
+    import signal
+
+    target = lonely.other_shape()
+    agent_pid = int(lonely.client.status()["agent_pid"])
+    load = LoadGen(lonely.url, RATE_RPS, write_ratio=0.5, keys=300, duration_s=300.0, seed=9)
+    load.start()
+    try:
+        time.sleep(0.6)
+        proc = sculpt_morph(lonely, "--shape", target, "--strategy", "blue-green", "--fault", f"crash-at:{state}")
+        assert proc.returncode == -9
+        os.kill(agent_pid, signal.SIGKILL)
+        time.sleep(0.3)
+        (rep,) = recover(lonely.home, lonely.name)
+        time.sleep(0.6)
+    finally:
+        res = load.stop()
+    assert rep.result == ("done" if state == "DRAIN_BLUE" else "rolled_back")
+    assert lonely.fleet().slots[0].shape == (target if state == "DRAIN_BLUE" else SHAPES[0])
+    assert lonely.client.status()["agent_pid"] != agent_pid
+    assert (verify(lonely.url, res), res.stale_reads) == (0, 0)
+    assert_settled(lonely)

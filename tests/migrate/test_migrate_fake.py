@@ -228,3 +228,23 @@ def test_a_rollback_that_fails_leaves_the_migration_for_recovery_with_a_one_line
     p.rollback = real_rollback  # type: ignore[method-assign]
     assert orch(p, led).recover(m).result == "rolled_back"
     assert_safe(p)
+
+
+def test_a_resume_that_released_traffic_and_then_failed_copies_greens_writes_back(tmp_path: Path) -> None:
+    from sculpt.domain.errors import ProviderError
+
+    p, led = make(tmp_path, traffic=6)
+    real_resume = p.resume
+    calls = {"n": 0}
+
+    def resume_then_fail() -> None:
+        real_resume()  # traffic flowed to green ...
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ProviderError("agent hiccup after resuming", "retry")  # ... but the call reports failure
+
+    p.resume = resume_then_fail  # type: ignore[method-assign]
+    rep = orch(p, led).morph(MorphRequest(shape="std-2c-2048m", strategy="blue-green"))
+    assert rep.result == "rolled_back" and [s.state for s in rep.steps][-2:] == [State.RESUME, State.ROLLBACK]
+    assert {s.shape for s in p.current()[1].slots} == {"std-1c-1024m"}
+    assert_safe(p)

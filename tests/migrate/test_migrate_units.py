@@ -113,3 +113,13 @@ def test_cli_turns_a_bad_fault_into_one_line_and_exit_1(sculpt_home: object) -> 
     assert r.output.strip().splitlines() == [
         "error: unknown fault 'explode'. To fix: use one of: green-unhealthy, restore-fails, shift-fails, "
         "step-timeout, crash-at, crash-before."]
+
+
+@pytest.mark.parametrize("module", ["states", "faults", "sync", "orchestrator"])
+def test_the_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"sculpt.migrate.{module}")
+    failed, attempted = doctest.testmod(mod)
+    assert attempted > 0 and failed == 0

@@ -97,3 +97,15 @@ def test_replay_with_a_real_forecast_model_is_deterministic(catalog, trace) -> N
         j.pop("elapsed_s")
         out.append(j)
     assert out[0] == out[1]
+
+
+def test_memory_recall_avoids_repeating_ooms(catalog, trace, stub_predictor) -> None:  # type: ignore[no-untyped-def]
+    # memory idles at 0.5 GiB but a nightly job needs 1.5 GiB for an hour, every day
+    day = [0.5] * (DAY - 12) + [1.5] * 12
+    tr = trace([0.2] * (4 * DAY), step_s=300.0, mem=day * 4, provisioned=(2, 2))
+    ooms = {}
+    for recall in (0, 24):
+        r = replay(catalog, [tr], stub_predictor, mem_recall_h=recall, policies=("sculpt",))
+        ooms[recall] = int(r.scores["sculpt"].oom_events[0])
+    assert ooms[0] >= 3  # forgets the job each day and shrinks to s1
+    assert ooms[24] <= 1  # only the first night, before anything was seen

@@ -439,6 +439,10 @@ class Agent:
             retired = removed + [old for old, _new in replacing.values()]
             self._drain(retired, fleet.spec.lb.drain_s)
             _stop_all(retired, self.enforcer)
+            # A retired instance's data has been handed over (replacement, morph) or its slot is gone: remove
+            # it, so a later instance that reuses the slot id never starts from stale state.
+            for old in retired:
+                shutil.rmtree(old.data_dir, ignore_errors=True)
             self._save_state()
             return self.status()
 

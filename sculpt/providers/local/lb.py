@@ -23,7 +23,9 @@ Routing
 Failure handling
     A backend that fails a request with a connection error is marked down at once (the active health check
     brings it back). The request is retried once on another healthy backend only if it is idempotent
-    (GET/HEAD): a write is never sent twice. Nothing healthy → 502. Backend timeout → 504.
+    (GET/HEAD/OPTIONS): a write is never sent twice. Nothing healthy → 502. No byte from the backend for
+    ``backend_timeout_s`` → 504 (mid-answer: the client connection is cut); the clock stops while a slow
+    client is what holds the answer up.
 
 Pause
     ``pause()`` returns once the proxy's loop has switched to holding: every request that arrives after it
@@ -41,8 +43,7 @@ Pause
 ``requests`` counts proxied client requests (not ``/__lb/*``); ``failed`` counts the error responses the LB
 itself produced (502, 503 after a pause timeout, 504); ``held`` counts requests ever held by a pause and
 ``pause_ms_max`` is the longest hold in milliseconds; ``health_rounds`` counts completed rounds of active
-checks; ``active`` is false for a removed backend (it stays
-listed with its counters).
+checks; ``active`` is false for a removed backend (it stays listed with its counters).
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ __all__ = ["Backend", "LoadBalancer", "hash_point", "main"]
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
+# Hop-by-hop headers, stripped before forwarding. ``expect`` too: the LB reads the whole body itself, so it
+# answers ``Expect: 100-continue`` for the client instead of passing the expectation on.
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-                  b"upgrade"})
+                  b"upgrade", b"expect"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_BODY = 256 * 1024 * 1024
 _MAX_HEAD = 64 * 1024
@@ -556,10 +559,10 @@ class LoadBalancer:
         """The backend failed before answering: timeout → 504; a pooled connection it had closed → resend
         an idempotent request on a fresh one; else mark it down and retry an idempotent request once on
         another backend. A write is never sent twice."""
-        self._bstats[b.id].failed += 1
         if kind == "stale" and req.method in _IDEMPOTENT and not client.closed:
             self._spawn(self._connect(client, req, b, tried))   # still in flight to b
             return
+        self._bstats[b.id].failed += 1
         self._done(b)
         if kind == "timeout":
             self._n_failed += 1
@@ -591,10 +594,9 @@ class LoadBalancer:
 
     def _stats_response(self, client: _ClientConn, req: _Req) -> None:
         if req.target.split("?")[0] == "/__lb/stats":
-            client.respond(200, json.dumps(self._stats_now()).encode(), req.close, ctype="application/json",
-                           counted=False)
+            client.respond(200, json.dumps(self._stats_now()).encode(), req.close, ctype="application/json")
         else:
-            client.respond(400, b"unknown /__lb/ endpoint\n", req.close, counted=False)
+            client.respond(400, b"unknown /__lb/ endpoint\n", req.close)
 
 
 class _Held:
@@ -700,6 +702,7 @@ class _ClientConn(asyncio.Protocol):
         self.closed = False
         self.close_after = False    # the client half-closed: answer, then close
         self.reading_paused = False
+        self.sent_continue = False
         self.up: _UpConn | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -747,18 +750,29 @@ class _ClientConn(asyncio.Protocol):
                 req = _parse_request(self.buf)
             except ValueError as e:
                 self.busy = True
-                self.respond(400, f"{e}\n".encode(), True, counted=False)
+                self.respond(400, f"{e}\n".encode(), True)
                 return
             if req is None:
+                self._maybe_continue()
                 return
+            self.sent_continue = False
             self.busy = True
             if req.target.startswith("/__lb/"):
                 self.lb._stats_response(self, req)
             else:
                 self.lb._dispatch(self, req)
 
+    def _maybe_continue(self) -> None:
+        """A client that sent ``Expect: 100-continue`` waits for a go-ahead before sending its body."""
+        if self.sent_continue:
+            return
+        end = self.buf.find(b"\r\n\r\n")
+        if end >= 0 and b"\r\nexpect: 100-continue" in bytes(self.buf[:end]).lower():
+            self.sent_continue = True
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def respond(self, status: int, body: bytes, close: bool, extra: str = "",
-                ctype: str = "text/plain; charset=utf-8", counted: bool = True) -> None:
+                ctype: str = "text/plain; charset=utf-8") -> None:
         """An answer made by the LB itself (an error, or /__lb/stats)."""
         self.write(_simple(status, body, close=close, extra=extra, ctype=ctype))
         self.finished(close)
@@ -818,12 +832,16 @@ class _UpConn(asyncio.Protocol):
             self.transport.close()
 
     def pause_reading(self, on: bool) -> None:
+        """Flow control from a slow client; no backend timeout runs while we are the ones not reading."""
         if self.transport is not None and on != self.reading_paused and not self.lost:
             self.reading_paused = on
             if on:
                 self.transport.pause_reading()
+                self.lb._deadlines.pop(self, None)
             else:
                 self.transport.resume_reading()
+                if self.state != self.IDLE:
+                    self.lb._deadlines[self] = self.lb._now() + self.lb.backend_timeout_s
 
     def send(self, client: _ClientConn, req: _Req, b: Backend, tried: frozenset[str], reused: bool) -> None:
         assert self.transport is not None
@@ -844,6 +862,8 @@ class _UpConn(asyncio.Protocol):
             assert self.transport is not None
             self.transport.abort()
             return
+        if not self.reading_paused:       # backend_timeout_s bounds the wait for each next byte
+            self.lb._deadlines[self] = self.lb._now() + self.lb.backend_timeout_s
         if self.state == self.HEAD:
             self.buf += data
             end = self.buf.find(b"\r\n\r\n")
@@ -852,6 +872,11 @@ class _UpConn(asyncio.Protocol):
                     self.close()
                 return
             head = bytes(self.buf[:end + 4])
+            if head[9:10] == b"1" and head[9:12] != b"101":   # an interim 1xx answer: wait for the real one
+                del self.buf[:end + 4]
+                if self.buf:
+                    self.data_received(b"")
+                return
             rest = bytes(self.buf[end + 4:])
             self.buf.clear()
             out = self._start(head)

@@ -1,0 +1,40 @@
+"""``sculpt demo``: bring up a local fleet with the demo app, drive it, and watch sculpt morph it.
+
+See ``sculpt.app.demo`` for the story it tells and the time compression it uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sculpt.cli._common import JsonOpt
+
+
+def command(
+    duration: Annotated[float, typer.Option("--duration", min=10, help="seconds the load runs")] = 75.0,
+    trace: Annotated[Path | None, typer.Option("--trace", help="trace CSV whose shape drives the load "
+                                                               "(default: one from ../shared/data if present)")]
+    = None,
+    home: Annotated[Path | None, typer.Option("--home", help="state directory (default: a temporary one, "
+                                                             "removed afterwards)")] = None,
+    model: Annotated[str, typer.Option("--model", help="forecast model")] = "river",
+    json_out: JsonOpt = False,
+) -> None:
+    """One command: local fleet + demo app + trace-shaped load + the sculptor in auto mode; exit 1 without a morph."""
+    from sculpt.app.demo import DemoConfig, run_demo
+
+    def say(line: str) -> None:
+        typer.echo(line, err=json_out)
+
+    result = run_demo(DemoConfig(duration_s=duration, trace=trace, home=home, model=model), say=say)
+    if json_out:
+        from sculpt.cli._common import emit_json
+
+        emit_json(result.to_json())
+    if not result.morphs:
+        typer.echo("error: no morph happened during the demo. To fix: run it again with a longer --duration, "
+                   "or on a less busy machine.", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,59 @@
+"""``sculpt plan``: the next plan for the current fleet, for CI and reviews (nothing is changed).
+
+It resumes the model the watcher checkpointed (``<stack>:watch`` in the ledger), takes one reading of the
+running fleet when there is one, and runs the same pure decision as ``sculpt watch``. With little history
+the plan says so and holds (confidence 0).
+
+Exit codes: 0 when the plan is allowed (with or without a change), 2 when a mandatory policy rule blocks
+it, 1 for errors. ``--json`` prints ``Plan.to_json()``: ``{"stack", "decision", "actions", "reason",
+"expected_monthly_delta_usd", "confidence", "risk", "urgent", "distribution": {shape: p}, "policy":
+[{"rule", "level", "passed", "message"}]}``; ``--markdown`` prints a pull-request comment.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, emit_json
+
+
+def command(
+    spec: SpecOpt = DEFAULT_SPEC,
+    json_out: JsonOpt = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print the plan as a pull-request comment")] = False,
+    model: Annotated[str, typer.Option("--model", help="forecast model whose checkpoint to use")] = "ensemble",
+    source: Annotated[str, typer.Option("--source", help="local | prometheus=URL | cloudwatch[=REGION]")] = "local",
+    sample_s: Annotated[float, typer.Option("--sample", min=0, help="seconds between the two readings that "
+                                                                    "measure rates (CPU, rps)")] = 1.0,
+) -> None:
+    """Print the next plan for the fleet; exit 2 when policy blocks it."""
+    import time
+
+    from sculpt.app.sculptor import open_service
+
+    opened = open_service(spec, mode="recommend", model=model, source=source, lock=False, recover=False,
+                          save=False)
+    try:
+        svc = opened.service
+        for note in opened.notes:
+            typer.echo(f"note: {note}", err=True)
+        if svc.port.view.slots():
+            svc.prime()
+            time.sleep(sample_s)
+            plan = svc.tick().plan
+        else:
+            plan = svc.plan()
+            plan = plan.model_copy(update={"reason": f"{plan.reason} (the fleet is not running: `sculpt up` "
+                                           "starts it)"}) if plan.confidence == 0 else plan
+    finally:
+        opened.close()
+    if json_out:
+        emit_json(plan.to_json())
+    elif markdown:
+        typer.echo(plan.to_markdown(), nl=False)
+    else:
+        typer.echo(str(plan))
+    if not plan.allowed:
+        raise typer.Exit(2)

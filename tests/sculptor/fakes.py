@@ -1,0 +1,119 @@
+"""Test doubles at the sculptor's process/network boundaries, named as such.
+
+- ``FakeMetricSource``: stands in for a metric backend (psutil + /metrics, Prometheus, CloudWatch are all
+  other processes or services); it serves the demand a test scripts, and can be "down" or return NaN.
+- ``FakeFleet``: stands in for the stack's agent process (which slots serve, on which shape).
+- ``RecordingActuator``: stands in for the orchestrator's real processes; records morphs and can fail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sculpt.app.sculptor import Action, LivePort, Recommender, SculptorService, SlotInfo, stream_names
+from sculpt.catalog import load_catalog
+from sculpt.domain.clock import FakeClock
+from sculpt.domain.errors import ProviderError
+from sculpt.domain.spec import FleetSpec, parse_spec
+from sculpt.forecast import make_predictor
+
+T0 = 1_780_000_000.0
+
+
+class FakeFleet:
+    def __init__(self, shape: str, n: int = 1, stack: str = "web") -> None:
+        self.shape = shape
+        self.ids = [f"{stack}-{i}" for i in range(n)]
+
+    def slots(self) -> list[SlotInfo]:
+        return [SlotInfo(i, self.shape, "local-a") for i in self.ids]
+
+
+class FakeMetricSource:
+    """Scripted readings: ``cpu`` per slot (a float for all); ``down`` raises like an unreachable backend."""
+
+    def __init__(self) -> None:
+        self.cpu: float | dict[str, float] = 0.1
+        self.down = False
+        self.calls = 0
+
+    def latest(self, slots: Sequence[SlotInfo], now: float) -> dict[str, dict[str, float]]:
+        self.calls += 1
+        if self.down:
+            return {}
+        out = {}
+        for s in slots:
+            c = self.cpu if isinstance(self.cpu, float) else self.cpu.get(s.id, math.nan)
+            out[s.id] = {"cpu_cores": c, "mem_gib": 0.05, "rps": 10.0, "latency_p95_ms": 5.0}
+        return out
+
+
+class RecordingActuator:
+    def __init__(self, fleet: FakeFleet, fail: bool = False) -> None:
+        self.fleet = fleet
+        self.fail = fail
+        self.calls: list[tuple[str, str]] = []
+
+    def morph(self, shape: str, region: str, from_shape: str, now: float) -> Action:
+        self.calls.append((from_shape, shape))
+        if self.fail:
+            return Action(now, shape, from_shape, region, "rolled_back", "green never became healthy")
+        self.fleet.shape = shape
+        return Action(now, shape, from_shape, region, "done", "in-place")
+
+
+class ExplodingPredictor:
+    """A model that raises on every call (a broken checkpoint, a bug)."""
+
+    name = "exploding"
+    horizon_s = 3600.0
+
+    def learn_one(self, stream: str, sample: Any) -> None:
+        raise RuntimeError("boom")
+
+    def learn_many(self, batch: Any) -> None:
+        raise RuntimeError("boom")
+
+    def forecast(self, stream: str, horizon_s: float) -> Any:
+        raise RuntimeError("boom")
+
+    def forecast_many(self, streams: Sequence[str], horizon_s: float) -> Any:
+        raise RuntimeError("boom")
+
+    def dumps(self) -> bytes:
+        return b""
+
+    def loads(self, blob: bytes) -> None:
+        raise ProviderError("no")
+
+
+def spec(**over: Any) -> FleetSpec:
+    data: dict[str, Any] = {"fleet": "web", "shape": "std-0.5c-512m", "region": "local-a", "families": ["local-std"],
+                            "replicas": {"min": 1, "max": 2, "desired": 1}}
+    data.update(over)
+    return parse_spec(data)
+
+
+def service(*, mode: str = "auto", model: str = "river", predictor: Any = None, n: int = 1, fail: bool = False,
+            sp: FleetSpec | None = None, ledger: Any = None,
+            ) -> tuple[SculptorService, FakeFleet, FakeMetricSource, RecordingActuator, FakeClock]:
+    sp = sp or spec()
+    fleet = FakeFleet(sp.shape, n)
+    source = FakeMetricSource()
+    act = RecordingActuator(fleet, fail)
+    clock = FakeClock(T0)
+    actuator: Any = act if mode == "auto" else Recommender()
+    port = LivePort(sp, load_catalog("local"), fleet, source, actuator, stream_names(sp.fleet, max(n, sp.replicas.max)))
+    svc = SculptorService(sp, load_catalog("local"), predictor or make_predictor(model, horizon_s=3600.0), port,
+                          clock=clock, mode=mode, ledger=ledger)  # type: ignore[arg-type]
+    return svc, fleet, source, act, clock
+
+
+def run(svc: SculptorService, clock: FakeClock, ticks: int, step_s: float = 60.0) -> list[Any]:
+    out = []
+    for _ in range(ticks):
+        clock.advance(step_s)
+        out.append(svc.tick())
+    return out

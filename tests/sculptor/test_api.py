@@ -1,0 +1,99 @@
+"""The HTTP API over real HTTP: uvicorn on a free 127.0.0.1 port, an httpx client. The service behind it
+runs the real loop with test doubles only at the metric-source/agent/orchestrator boundaries (fakes.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from sculpt.app.api import create_app, metrics_text, parse_address, serve
+from sculpt.app.sculptor import SculptorService
+from sculpt.domain.errors import ConfigError
+from sculpt.domain.spec import FleetSpec
+from tests.sculptor.fakes import run, service
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[str, SculptorService, list[FleetSpec]]]:
+    svc, fleet, source, act, clock = service()
+    run(svc, clock, 90)
+    saved: list[FleetSpec] = []
+
+    def persist(spec: FleetSpec) -> int:
+        saved.append(spec)
+        return 41 + len(saved)
+
+    server = serve(create_app({"web": svc}, token=TOKEN, persist={"web": persist}), "127.0.0.1:0")
+    try:
+        yield f"http://{server.address}", svc, saved
+    finally:
+        server.stop()
+
+
+def test_reads(api: tuple[str, SculptorService, Any]) -> None:
+    url, svc, _ = api
+    with httpx.Client(base_url=url, timeout=10) as c:
+        fleets = c.get("/v1/fleets").json()
+        assert fleets == [{"name": "web", "mode": "auto", "shape": "std-0.5c-512m", "decision": "hold",
+                           "confidence": pytest.approx(svc.plan().confidence)}]
+        one = c.get("/v1/fleets/web").json()
+        assert one["instances"][0]["slot"] == "web-0" and one["instances"][0]["forecast"]["cpu_p95"] > 0
+        assert one["last_decision"]["decision"] == "hold" and set(one["distribution"]) <= {
+            "std-0.25c-256m", "std-0.5c-512m", "std-1c-1024m", "std-2c-2048m"}
+        plan = c.get("/v1/fleets/web/plan").json()
+        assert set(plan) >= {"stack", "decision", "actions", "reason", "expected_monthly_delta_usd", "confidence",
+                             "distribution", "policy"}
+        assert c.get("/v1/fleets/nope").status_code == 404
+        assert c.get("/openapi.json").json()["info"]["title"] == "sculpt"
+        text = c.get("/metrics").text
+    assert 'sculpt_ticks_total{stack="web"} 90.0' in text
+    for name in ("sculpt_tick_latency_ms", "sculpt_predicted_cpu_cores", "sculpt_confidence",
+                 "sculpt_decisions_total", "sculpt_cost_usd_per_hour", "sculpt_migrations_total"):
+        assert f"# TYPE {name}" in text
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}])
+def test_writes_need_the_token(api: tuple[str, SculptorService, list[FleetSpec]], headers: dict[str, str]) -> None:
+    url, svc, saved = api
+    r = httpx.put(f"{url}/v1/fleets/web/requirements", json={"profile": "low-latency"}, headers=headers, timeout=10)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert svc.spec.profile == "general" and saved == []
+
+
+def test_requirements_are_validated_applied_and_persisted(api: tuple[str, SculptorService, list[FleetSpec]]) -> None:
+    url, svc, saved = api
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=url, timeout=10, headers=auth) as c:
+        r = c.put("/v1/fleets/web/requirements", json={"profile": "low-latency", "slo": {"max_utilisation": 0.5},
+                                                       "budget_usd_per_hour": 1.5})
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == 42 and r.json()["requirements"]["profile"] == "low-latency"
+        assert svc.spec.profile == "low-latency" and svc.cost.utilisation_cap == 0.5
+        assert saved[-1].budget_usd_per_hour == 1.5 and saved[-1].slo.p95_latency_ms == 250.0
+        bad = c.put("/v1/fleets/web/requirements", json={"slo": {"max_utilisation": 3}})
+        assert bad.status_code == 422 and "max_utilisation" in bad.text
+        assert c.put("/v1/fleets/web/requirements", json={"profile": "fast"}).status_code == 422
+        assert c.put("/v1/fleets/web/requirements", json={"colour": "red"}).status_code == 422
+    assert svc.cost.utilisation_cap == 0.5 and len(saved) == 1
+
+
+def test_metrics_text_is_valid_prometheus_exposition() -> None:
+    from sculpt.metrics import promtext
+
+    svc, fleet, source, act, clock = service()
+    source.cpu = 0.2
+    run(svc, clock, 70)
+    fams = promtext.parse(metrics_text({"web": svc}))
+    assert promtext.total(fams, "sculpt_ticks_total") == 70.0
+
+
+def test_parse_address() -> None:
+    assert parse_address("127.0.0.1:8787") == ("127.0.0.1", 8787)
+    assert parse_address("9000") == ("127.0.0.1", 9000)
+    with pytest.raises(ConfigError):
+        parse_address("host:http")

@@ -1,0 +1,170 @@
+"""End to end on the local provider with real processes: ``sculpt plan`` (exit 0 and 2), ``sculpt watch
+--once`` (recommend and auto), the watch lock against a second watcher in another process, and a short
+``sculpt demo`` run that must morph and leave no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from sculpt.cli.main import app
+
+pytestmark = pytest.mark.e2e
+
+
+def sculpt(*args: str, code: int = 0) -> Any:
+    r = CliRunner().invoke(app, list(args))
+    assert r.exit_code == code, f"sculpt {' '.join(args)} -> {r.exit_code}\n{r.output}\n{r.exception!r}"
+    return r
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for p in pids:
+        try:
+            if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+@pytest.fixture
+def fleet(sculpt_home: Path, tmp_path: Path) -> Iterator[Path]:
+    spec = tmp_path / "sculpt.yaml"
+    sculpt("init", "--spec", str(spec))
+    up = json.loads(sculpt("up", "--spec", str(spec), "--json").stdout)
+    pids = [i["pid"] for i in up["instances"]]
+    try:
+        yield spec
+    finally:
+        sculpt("down", "--spec", str(spec))
+        assert alive(pids) == []
+
+
+def test_plan_watch_once_and_the_watch_lock(fleet: Path, sculpt_home: Path) -> None:
+    spec = str(fleet)
+    # little history: the plan holds and says why; allowed -> exit 0
+    plan = json.loads(sculpt("plan", "--spec", spec, "--json", "--sample", "0.5").stdout)
+    assert plan["stack"] == "web" and plan["decision"] == "hold" and plan["confidence"] < 0.2
+    assert "no history" in plan["reason"] or "little history" in plan["reason"]
+    assert {r["rule"] for r in plan["policy"]} >= {"budget", "allowed-regions"}
+    md = sculpt("plan", "--spec", spec, "--markdown", "--sample", "0.2").stdout
+    assert md.startswith("### sculpt plan for `web`: hold (allowed)")
+
+    # one tick against the real fleet: a real CPU reading of the real instance
+    line = json.loads(sculpt("watch", "--spec", spec, "--once", "--json").stdout.strip().splitlines()[-1])
+    assert line["mode"] == "recommend" and line["stack"] == "web"
+    inst = line["instances"][0]
+    assert inst["slot"] == "web-0" and inst["shape"] == "std-0.5c-512m" and inst["cpu_cores"] is not None
+    assert line["warnings"] == []
+
+    # auto mode on an idle fleet: a tick through the orchestrator wiring, nothing to do
+    auto = json.loads(sculpt("watch", "--spec", spec, "--once", "--json", "--mode", "auto").stdout.splitlines()[-1])
+    assert auto["mode"] == "auto" and auto["action"] is None
+
+    # a second watcher refuses while one holds the stack's watch lock (this test process holds it)
+    from sculpt.ledger import Ledger
+
+    led = Ledger(sculpt_home / "ledger.db")
+    led.acquire("web:watch", "sculpt watch")
+    try:
+        r = subprocess.run([sys.executable, "-m", "sculpt.cli.main", "watch", "--spec", spec, "--once"],
+                           capture_output=True, text=True, timeout=60, env={**os.environ})
+        assert r.returncode == 1, r.stderr
+        assert "locked" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        led.release("web:watch")
+        led.close()
+
+    # a budget cap below what the fleet costs: policy blocks the plan -> exit 2
+    text = fleet.read_text()
+    fleet.write_text(text.replace("budget_usd_per_hour: 5.0", "budget_usd_per_hour: 0.001"))
+    blocked = json.loads(sculpt("plan", "--spec", spec, "--json", "--sample", "0.2", code=2).stdout)
+    budget = next(r for r in blocked["policy"] if r["rule"] == "budget")
+    assert budget["passed"] is False and budget["level"] == "mandatory"
+    out = sculpt("plan", "--spec", spec, "--sample", "0.2", code=2).stdout
+    assert "[BLOCK] budget" in out
+
+
+@pytest.mark.parametrize("provider", ["local", "aws"])
+def test_plan_without_a_running_fleet_says_so(sculpt_home: Path, tmp_path: Path, provider: str) -> None:
+    spec = tmp_path / "sculpt.yaml"
+    sculpt("init", "--spec", str(spec), "--provider", provider)
+    plan = json.loads(sculpt("plan", "--spec", str(spec), "--json").stdout)
+    assert plan["decision"] == "hold" and plan["confidence"] == 0.0
+    assert "not running" in plan["reason"]
+    if provider == "aws":  # cloud fleets: plans yes, auto mode no (it says what to do instead)
+        err = sculpt("watch", "--spec", str(spec), "--once", "--mode", "auto", code=1).output
+        assert "--mode recommend" in err
+
+
+def test_demo_morphs_and_cleans_up(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "sculpt.cli.main", "demo", "--duration", "30", "--home", str(home),
+                        "--json"], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout)
+    assert result["morphs"] and result["morphs"][0]["result"] == "done"
+    assert result["morphs"][0]["from"] == "std-0.5c-512m"
+    assert result["leftover_pids"] == [] and result["first_morph_s"] is not None
+    assert "MORPH UP" in r.stderr and "no process left" in r.stderr
+
+
+def test_sigterm_stops_cleanly_checkpoints_and_a_restart_resumes(fleet: Path, sculpt_home: Path) -> None:
+    import signal
+
+    spec = str(fleet)
+    cmd = [sys.executable, "-m", "sculpt.cli.main", "watch", "--spec", spec, "--json", "--tick", "0.3",
+           "--model", "river", "--api", "127.0.0.1:0"]
+    token = "e2e-token"
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "SCULPT_API_TOKEN": token})
+    try:
+        assert p.stdout is not None and p.stderr is not None
+        lines = [json.loads(p.stdout.readline()) for _ in range(3)]  # three ticks: JSON lines off a TTY
+        assert [ln["tick"] for ln in lines] == [1, 2, 3]
+        api_line = next(ln for ln in iter(p.stderr.readline, "") if ln.startswith("API on "))
+        url = api_line.split()[2]
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=30) as c:
+            assert c.get("/v1/fleets").json()[0]["name"] == "web"
+            assert c.put("/v1/fleets/web/requirements", json={"profile": "low-latency"}).status_code == 401
+            ok = c.put("/v1/fleets/web/requirements", json={"profile": "low-latency", "slo": {"p95_latency_ms": 50}},
+                       headers={"Authorization": f"Bearer {token}"})
+            assert ok.status_code == 200, ok.text
+            version = ok.json()["version"]
+            assert c.get("/v1/fleets/web").json()["requirements"]["profile"] == "low-latency"
+            assert "sculpt_ticks_total" in c.get("/metrics").text
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert "stopped after" in err and "Traceback" not in err
+    from sculpt.ledger import Ledger
+
+    led = Ledger(sculpt_home / "ledger.db")
+    try:
+        assert led.load_checkpoint("web:watch", "river") is not None
+        assert led.lock_holder("web:watch") is None  # the lock was released
+        saved = led.version("web", version)  # the requirements became a stack version
+        assert saved.kind == "requirements" and saved.spec["profile"] == "low-latency"
+        assert saved.spec["slo"]["p95_latency_ms"] == 50 and saved.fleet["slots"]
+    finally:
+        led.close()
+    again = sculpt("watch", "--spec", spec, "--once", "--json", "--model", "river")
+    assert "resumed model 'river' from its checkpoint" in again.stderr
+    assert f"requirements set through the API (version {version}) override" in again.stderr
