@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SCULPT := $(VENV)/bin/sculpt
 EXTRAS ?= lstm,api,dev,aws,gcp
 
-.PHONY: install demo test check lint bench clean
+.PHONY: install demo first-run test check lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
+	$(SCULPT) demo
+
+first-run: $(VENV)/.installed
 	$(PY) scripts/first_run.py
 
 test: $(VENV)/.installed

@@ -15,7 +15,7 @@ What it does:
 4. the sculptor in ``auto`` mode on a **time-compressed clock**: one real second is five model minutes
    (``factor`` 300), one tick per real second, and one trace row (5 minutes) plays per tick. The forecast
    horizon (and the cooldown) is 15 model minutes — 3 real seconds — instead of an hour, so the model
-   closes a period every 3 ticks and has history within seconds. Because a 75-second demo cannot collect
+   closes a period every 3 ticks and has history within seconds. Because a 90-second demo cannot collect
    the day of history the confidence floor normally asks for, the demo lowers the floor from 0.2 to 0.05
    (documented in docs/sculptor.md); everything else is the live loop unchanged;
 5. ``down``, and a check that no process of the stack is left.
@@ -62,7 +62,7 @@ app:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    duration_s: float = 75.0
+    duration_s: float = 90.0
     trace: Path | None = None
     home: Path | None = None
     model: str = "river"
@@ -107,7 +107,7 @@ def data_dir() -> Path:
 def ramp_window(series: np.ndarray, n: int) -> np.ndarray:
     """The ``n``-row window of ``series`` with the clearest low -> high -> low shape, rescaled to 0..1.
 
-    Score: mean of the 25-50 % part minus the larger of the peak of the first 20 % and the mean of the last 40 %,
+    Score: mean of the 25-50 % part minus the larger of the peak of the first 25 % and the mean of the last 40 %,
     over the window's range, so a window that starts quiet, ramps up and calms down early wins (the quiet
     tail gives the model time to see that the peak is over).
 
@@ -121,7 +121,7 @@ def ramp_window(series: np.ndarray, n: int) -> np.ndarray:
         w = x
     else:
         best, best_i = -np.inf, 0
-        a, b, c, d = int(n * 0.2), int(n * 0.25), int(n * 0.5), int(n * 0.6)
+        a, b, c, d = int(n * 0.25), int(n * 0.25), int(n * 0.5), int(n * 0.6)
         for i in range(0, len(x) - n + 1):
             win = x[i:i + n]
             rng = win.max() - win.min()

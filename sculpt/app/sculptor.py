@@ -51,6 +51,7 @@ log = logging.getLogger("sculpt.sculptor")
 Mode = Literal["auto", "recommend"]
 MODES: tuple[str, ...] = ("auto", "recommend")
 SPARK = 60  # utilisation samples kept per instance for the live view
+MAX_TICK_FAILURES = 5  # consecutive failed ticks after which the loop gives up (the error is raised)
 
 
 # -- settings and time ---------------------------------------------------------------------------------------
@@ -640,8 +641,13 @@ class SculptorService:
         names = [self.sculptor.streams[int(i)] for i in rows]
         fc = self.guard.forecast_many(names, self.cost.horizon_h * 3600.0)
         cpu, mem = self.sculptor.last_cpu[rows], self.sculptor.last_mem[rows]
-        if getattr(self.sculptor, "mem_recall_h", 0) > 0:  # the same floors the decision used
-            return fc, nowcast(fc, cpu, mem, self.sculptor.mem_peaks[rows].max(axis=1))
+        peaks = getattr(self.sculptor, "peaks", None)
+        if peaks is not None:  # the same floors the decision used (recent peaks), when the loop keeps them
+            try:
+                return fc, nowcast(fc, cpu, mem, recall=peaks[rows].max(axis=1),  # type: ignore[call-arg]
+                                   mem_recall=getattr(self.sculptor, "mem_recall_h", 0) > 0)
+            except (TypeError, IndexError, AttributeError) as e:
+                log.debug("nowcast with recall unavailable (%s); showing the plain nowcast", e)
         return fc, nowcast(fc, cpu, mem)
 
     def _fleet_plan(self, now: float, rows: np.ndarray, batch: BatchDecision, floored: Any = None
@@ -756,8 +762,21 @@ class SculptorService:
         period = tick_s if tick_s is not None else self.spec.tick_s
         done = 0
         nxt = time.monotonic()
+        failures = 0
         while not self._stop.is_set() and (ticks is None or done < ticks):
-            report = self.tick()
+            try:
+                report = self.tick()
+                failures = 0
+            except Exception as e:  # noqa: BLE001 - one bad tick must not stop the controller
+                failures += 1
+                log.warning("tick failed (%s: %s); holding until the next tick", type(e).__name__, e)
+                if failures >= MAX_TICK_FAILURES:
+                    raise
+                done += 1
+                if self._stop.wait(period):
+                    break
+                nxt = time.monotonic()
+                continue
             done += 1
             if on_tick is not None:
                 on_tick(report)

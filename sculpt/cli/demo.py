@@ -14,7 +14,7 @@ from sculpt.cli._common import JsonOpt
 
 
 def command(
-    duration: Annotated[float, typer.Option("--duration", min=10, help="seconds the load runs")] = 75.0,
+    duration: Annotated[float, typer.Option("--duration", min=10, help="seconds the load runs")] = 90.0,
     trace: Annotated[Path | None, typer.Option("--trace", help="trace CSV whose shape drives the load "
                                                                "(default: one from ../shared/data if present)")]
     = None,

@@ -6,18 +6,10 @@ Imports only typer and the stdlib at module level; scikit-learn and the models l
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-
-def default_prior_path(profile: str) -> Path:
-    """Where ``sculpt train`` writes a profile's prior: ``$SCULPT_HOME/priors`` or ``.sculpt/priors``."""
-    home = os.environ.get("SCULPT_HOME")
-    base = Path(home) if home else Path.cwd() / ".sculpt"
-    return base / "priors" / f"{profile}.prior"
 
 
 def command(
@@ -33,7 +25,7 @@ def command(
     """Fit a per-profile prior (quantile gradient boosting on lag features) used while a stream is young."""
     from sculpt.domain.errors import ConfigError
     from sculpt.domain.spec import PROFILES
-    from sculpt.forecast.prior import fit_prior, holdout
+    from sculpt.forecast.prior import default_prior_path, fit_prior, holdout
     from sculpt.forecast.traces import read_dir, to_grid
 
     if profile not in PROFILES:

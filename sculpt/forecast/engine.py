@@ -13,6 +13,9 @@ step is the same for all of them and lives here, vectorised over streams:
   of the last ``RING`` periods give the 5 % and 95 % bounds, and each stream's miscoverage steers its own
   level (adaptive conformal inference, Gibbs & Candès 2021) so that 90 % intervals stay near 90 % on
   traces the model has never seen; streams with little history borrow a profile-wide residual pool;
+* the upper quantile (``p95``): for models with their own (river, LSTM, ensemble), a loss-weighted blend
+  of it and the conformal bound, weighted per stream by their recent pinball-95 losses (``loss**-8``) (half each at
+  first: the quantile regressor needs history the conformal bound does not);
 * confidence in [0, 1] from interval width, recent calibration and history length (see ``confidence``).
 """
 
@@ -32,6 +35,8 @@ from sculpt.forecast.state import EXTRA_CHANNELS, StreamTable
 RING = 96  # residuals kept per stream (4 days of hourly periods)
 POOL = 2048  # profile-wide residual pool for streams with short history
 MIN_OWN = 16  # residuals a stream needs before its own quantiles are trusted
+UP_POWER = 8.0  # weights proportional to loss**-8: the clearly better estimate takes nearly all the weight
+UP_DECAY = 0.95  # EWMA of the two upper estimates' pinball-95 losses (about a day of hourly periods)
 RES_CLIP = 10.0  # relative residuals are clipped to +-10 levels before they enter the rings and the pool
 ALPHA = 0.10  # target miscoverage of the 90 % interval
 ACI_GAMMA = 0.01  # step of adaptive conformal inference
@@ -119,6 +124,8 @@ class PeriodPredictor:
         "alpha": ((2,), ALPHA),
         "cov": ((), np.nan),  # EWMA of cpu interval coverage
         "seen": ((), 0.0),  # scored forecasts
+        "up_raw": ((2,), np.nan),  # the model's own upper quantile (cpu, mem) of the cached forecast
+        "up_loss": ((2, 2), np.nan),  # EWMA pinball-95 of (model upper, conformal bound), cpu and mem
     }
 
     def _grow(self, need: int) -> None:
@@ -225,6 +232,12 @@ class PeriodPredictor:
         self.pool_pos = (self.pool_pos + k) % POOL
         inside = (yy >= f[:, [2, 6]]) & (yy <= f[:, [3, 7]])
         self.alpha[r] = np.clip(self.alpha[r] + ACI_GAMMA * (ALPHA - (~inside)), 0.005, 0.4)
+        # which upper estimate has been better on this stream: the model's own or the conformal bound
+        lu = pinball(yy, self.up_raw[r], 0.95)
+        lh = pinball(yy, f[:, [3, 7]], 0.95)
+        both = np.stack([lu, lh], axis=2)  # (n, 2 targets, 2 candidates)
+        oldL = self.up_loss[r]
+        self.up_loss[r] = np.where(np.isnan(oldL), both, UP_DECAY * oldL + (1 - UP_DECAY) * both)
         prev = self.cov[r]
         self.cov[r] = np.where(np.isnan(prev), inside[:, 0], 0.95 * prev + 0.05 * inside[:, 0])
         self.seen[r] += 1
@@ -255,7 +268,16 @@ class PeriodPredictor:
             m = med[:, j]
             lo = np.maximum(m + s[:, j] * np.minimum(q_lo, 0.0), 0.0)
             hi = np.maximum(m + s[:, j] * np.maximum(q_hi, 0.0), m)
-            p95 = hi if up is None else up[:, j]
+            if up is None:
+                p95 = hi
+            else:  # loss-weighted blend of the model's upper quantile and the conformal bound (0.5 each at first)
+                L = self.up_loss[rows, j]
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                    z = UP_POWER * (np.log(np.maximum(L[:, 0], 1e-300)) - np.log(np.maximum(L[:, 1], 1e-300)))
+                    wu = 1.0 / (1.0 + np.exp(np.clip(z, -50.0, 50.0)))  # = L_h**-p / (L_u**-p + L_h**-p)
+                wu = np.where(np.isnan(L).any(axis=1), 0.5, wu)
+                p95 = wu * up[:, j] + (1 - wu) * hi
+                self.up_raw[rows, j] = up[:, j]
             out[:, 4 * j: 4 * j + 4] = np.column_stack([m, p95, lo, hi])
         self.fc[rows] = out
         self.fc_scale[rows] = s
@@ -282,16 +304,20 @@ class PeriodPredictor:
             setattr(self, f, state[f])
 
     def dumps(self) -> bytes:
+        return pickle.dumps(self._state(with_table=True), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _state(self, *, with_table: bool) -> dict[str, Any]:
+        """Everything ``loads`` needs; ``with_table=False`` when a container (the ensemble) owns the table."""
         n = len(self.table)
-        state = {
+        return {
             "format": FORMAT, "name": self.name, "profile": self.profile, "seed": self.seed,
-            "horizon_s": self.horizon_s, "notes": list(self.notes), "table": self.table.state(),
+            "horizon_s": self.horizon_s, "notes": list(self.notes),
+            "table": self.table.state() if with_table else None,
             "arrays": {a: getattr(self, a)[:n].copy() for a in self._ARRAYS},
             "pool": self.pool.copy(), "pool_pos": self.pool_pos, "pending": self.pending.copy(),
             "close_budget": self.close_budget, "rng": self.rng.bit_generator.state,
             "model": self._model_state(),
         }
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def loads(self, blob: bytes) -> None:
         try:
@@ -304,6 +330,13 @@ class PeriodPredictor:
         except Exception as e:  # noqa: BLE001 - any decoding problem is the same user-facing error
             raise ModelLoadError(f"cannot restore the {self.name} model checkpoint ({e})",
                                  "delete the checkpoint or let sculpt start a fresh model") from None
+        try:
+            self._restore(state, table)
+        except Exception as e:  # noqa: BLE001 - a blob that decodes but does not fit this model
+            raise ModelLoadError(f"cannot restore the {self.name} model checkpoint ({e!r})",
+                                 "delete the checkpoint or let sculpt start a fresh model") from None
+
+    def _restore(self, state: dict[str, Any], table: StreamTable) -> None:
         self.table = table
         n = len(table)
         self._cap = 0

@@ -67,7 +67,7 @@ class Ensemble(PeriodPredictor):
 
     def _model_state(self) -> dict[str, Any]:
         st = super()._model_state()
-        st["member_blobs"] = [m.dumps() for m in self.members]
+        st["member_states"] = [m._state(with_table=False) for m in self.members]  # they share our table
         return st
 
     def _load_model_state(self, state: dict[str, Any]) -> None:
@@ -75,10 +75,10 @@ class Ensemble(PeriodPredictor):
 
         names = list(state["member_names"])
         members: list[PeriodPredictor] = []
-        for name, blob in zip(names, state["member_blobs"], strict=True):
-            m = make_predictor(name)
-            m.loads(blob)
-            members.append(m)  # type: ignore[arg-type]
+        for name, mstate in zip(names, state["member_states"], strict=True):
+            m: PeriodPredictor = make_predictor(name)  # type: ignore[assignment]
+            m._restore(mstate, self.table)
+            members.append(m)
         super()._load_model_state(state)
         self.members = members
         self._share_table()

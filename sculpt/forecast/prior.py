@@ -67,6 +67,15 @@ class Prior:
         return p
 
 
+def default_prior_path(profile: str) -> Path:
+    """Where ``sculpt train`` writes a profile's prior: ``$SCULPT_HOME/priors/P.prior`` or ``.sculpt/priors``."""
+    import os
+
+    home = os.environ.get("SCULPT_HOME")
+    base = Path(home) if home else Path.cwd() / ".sculpt"
+    return base / "priors" / f"{profile}.prior"
+
+
 def load_prior(path: str | Path) -> Prior:
     p = Path(path)
     if not p.exists():

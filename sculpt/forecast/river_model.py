@@ -13,10 +13,13 @@ and needs no pre-training. Design:
 * **Intervals**: the engine's adaptive split-conformal band around the median (per stream, with a profile
   pool for young streams); the profile-wide band comes from ``river.conf.RegressionJackknife`` wrapped
   around a twin of the median regressor and is exposed as ``profile_interval``.
-* **Drift.** A two-sided Page-Hinkley test on each stream's relative residuals (the test of
-  ``river.drift.PageHinkley``, vectorised over streams) flags level shifts; a flagged stream gets its
-  scale reset to its latest level, its conformal residuals cleared, and a per-stream median correction
-  that learns 5× faster for the next day, so it adapts in hours instead of days.
+* **Drift.** Page-Hinkley tests on each stream's relative residuals (the test of
+  ``river.drift.PageHinkley``, vectorised over streams): two-sided on the residual (the model became
+  biased) and upward on its magnitude (the stream became noisier than its scale says). On an alarm the
+  stream's scale is reset to its latest level and its per-stream median correction learns 5x faster for
+  a day. The threshold is high on purpose: on Bitbrains, reacting often (threshold 4: 1,436 alarms)
+  cost 4 % of MAE; at 20 (about 160 alarms in 123k periods) the cost is under 1 %, and the anchor on
+  the freshest reading already absorbs plain level shifts within one period.
 * **Bounded work.** Learning takes at most ``learn_budget`` rows per tick (a seeded random subset when a
   whole fleet's periods close together); prediction reads the regressors' weights and is one matrix
   product for every closing stream, so a tick costs the same for 60 or 10,000 streams' predictions.

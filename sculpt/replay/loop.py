@@ -73,22 +73,22 @@ class Sculptor:
         self.last_mem = np.full(len(self.streams), np.nan)
         # memory recall: hourly memory peaks of the last day, per stream (a ring indexed by hour of day)
         self.mem_recall_h = mem_recall_h
-        self.mem_peaks = np.zeros((len(self.streams), max(mem_recall_h, 1)))
-        self.mem_hour = np.full(len(self.streams), -1, dtype=np.int64)
+        self.peaks = np.zeros((len(self.streams), RECALL_H, 2))  # hourly (cpu, mem) peaks of the last day
+        self.peak_hour = np.full(len(self.streams), -1, dtype=np.int64)
 
     def learn(self, obs: Observation) -> None:
         if len(obs.rows) == 0:
             return
         self.last_cpu[obs.rows] = np.nan_to_num(obs.cpu_cores, nan=0.0)
         self.last_mem[obs.rows] = obs.mem_gib
-        if self.mem_recall_h > 0:
-            hour = (np.asarray(obs.t) // 3600).astype(np.int64)
-            slot = hour % self.mem_recall_h
-            fresh = hour != self.mem_hour[obs.rows]
-            self.mem_peaks[obs.rows[fresh], slot[fresh]] = 0.0
-            m = np.where(np.isfinite(obs.mem_gib), obs.mem_gib, 0.0)
-            self.mem_peaks[obs.rows, slot] = np.maximum(self.mem_peaks[obs.rows, slot], m)
-            self.mem_hour[obs.rows] = hour
+        hour = (np.asarray(obs.t) // 3600).astype(np.int64)
+        slot = hour % RECALL_H
+        fresh = hour != self.peak_hour[obs.rows]
+        self.peaks[obs.rows[fresh], slot[fresh]] = 0.0
+        now = np.column_stack([np.where(np.isfinite(obs.cpu_cores), obs.cpu_cores, 0.0),
+                               np.where(np.isfinite(obs.mem_gib), obs.mem_gib, 0.0)])
+        self.peaks[obs.rows, slot] = np.maximum(self.peaks[obs.rows, slot], now)
+        self.peak_hour[obs.rows] = hour
         self.predictor.learn_many(SampleBatch(streams=list(self._names[obs.rows]), t=obs.t, cpu_cores=obs.cpu_cores,
                                               mem_gib=obs.mem_gib))
 
@@ -98,7 +98,7 @@ class Sculptor:
         rows = np.arange(len(self.streams)) if rows is None else rows
         fc = nowcast(self.predictor.forecast_many(list(self._names[rows]), self.model.horizon_h * 3600.0),
                      self.last_cpu[rows], self.last_mem[rows],
-                     self.mem_peaks[rows].max(axis=1) if self.mem_recall_h > 0 else None)
+                     recall=self.peaks[rows].max(axis=1), mem_recall=self.mem_recall_h > 0)
         sub = self.state if len(rows) == len(self.streams) else self.state_rows(rows)
         batch, new = decide_many(current=current[rows], forecast=fc, arrays=self.arrays, state=sub, now=now,
                                  model=self.model, allowed=self.allowed, pending=pending[rows], spec=self.spec,
@@ -117,6 +117,12 @@ class Sculptor:
         return DecisionState(last_move_t=self.state.last_move_t[rows], move_times=self.state.move_times[rows])
 
 
+RECALL_H = 24  # hours of (cpu, mem) peaks the loop remembers per stream
+TAIL_CAP = 1.5  # the top of a model's interval is believed up to 1.5x the last day's peak
+NOWCAST_SPREAD = 0.5  # the spread kept above a reading is at most half of it: a model that expected a quiet
+# hour with a wide interval must not have that whole width stacked on top of a burst it did not foresee
+
+
 @dataclass(frozen=True)
 class _Floored:
     cpu_p50: np.ndarray
@@ -129,7 +135,8 @@ class _Floored:
     samples: np.ndarray
 
 
-def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray, mem_recall: np.ndarray | None = None) -> _Floored:
+def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray, recall: np.ndarray | None = None,
+            mem_recall: bool = True) -> _Floored:
     """The forecast floored by what is happening now: the next minutes look like the last one.
 
     Models forecast the horizon from closed periods (hourly); between closes, a demand already above a
@@ -137,24 +144,32 @@ def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray, mem_recall: n
     its spread (p95 - p50) above it, so a breach in progress makes upsizing urgent within one tick and no downsizing
     goes below the demand of the moment.
 
-    ``mem_recall`` (the memory peak of the last day) floors the memory *p95*: memory that was used a few
+    ``recall`` holds each stream's (cpu, mem) peak of the last day. It bounds the top of the model's
+    interval at ``TAIL_CAP`` x that peak (a conformal interval scaled by a bursty stream's level can claim
+    30 cores for a VM that never used 9), and, with ``mem_recall``, floors the memory *p95*: memory that was used a few
     hours ago is likely to be used again (batch jobs, caches), and an OOM kills. The median still follows
     the forecast, so the decision sees a tail, not a certainty: shrinking below yesterday's peak happens
     only when the saving is worth several breach-penalties.
     """
     c50 = np.asarray(fc.cpu_p50, dtype=np.float64)
-    c95 = upper(fc.cpu_p95, fc.cpu_hi)
     m50 = np.asarray(fc.mem_p50, dtype=np.float64)
-    m95 = upper(fc.mem_p95, fc.mem_hi)
+    c_hi = np.asarray(fc.cpu_hi, dtype=np.float64)
+    m_hi = np.asarray(fc.mem_hi, dtype=np.float64)
+    if recall is not None:
+        c_hi = np.where(recall[:, 0] > 0, np.fmin(c_hi, TAIL_CAP * recall[:, 0]), c_hi)
+        m_hi = np.where(recall[:, 1] > 0, np.fmin(m_hi, TAIL_CAP * recall[:, 1]), m_hi)
+    c95 = upper(fc.cpu_p95, c_hi)
+    m95 = upper(fc.mem_p95, m_hi)
     cpu = np.nan_to_num(cpu, nan=0.0)
     has_mem = np.isfinite(mem)
     new_c50 = np.fmax(c50, cpu)
     new_m50 = np.where(has_mem, np.fmax(m50, np.nan_to_num(mem)), m50)
     # keep the forecast's spread (additive: a ratio would explode when the model's median is ~0)
-    new_c95 = np.fmax(c95, new_c50 + np.fmax(c95 - c50, 0.0))
-    new_m95 = np.where(has_mem, np.fmax(m95, new_m50 + np.fmax(m95 - m50, 0.0)), m95)
-    if mem_recall is not None:
-        new_m95 = np.where(has_mem, np.fmax(new_m95, mem_recall), new_m95)
+    new_c95 = np.fmax(c95, new_c50 + np.minimum(np.fmax(c95 - c50, 0.0), NOWCAST_SPREAD * new_c50))
+    new_m95 = np.where(has_mem, np.fmax(m95, new_m50 + np.minimum(np.fmax(m95 - m50, 0.0), NOWCAST_SPREAD * new_m50)),
+                       m95)
+    if recall is not None and mem_recall:
+        new_m95 = np.where(has_mem, np.fmax(new_m95, recall[:, 1]), new_m95)
     return _Floored(cpu_p50=new_c50, cpu_p95=new_c95, cpu_hi=new_c95, mem_p50=new_m50, mem_p95=new_m95, mem_hi=new_m95,
                     confidence=np.asarray(fc.confidence), samples=np.asarray(fc.samples))
 

@@ -145,3 +145,24 @@ def test_a_regime_change_is_detected_as_drift_and_a_stationary_stream_is_not() -
         calm.learn_many(b)
     assert changed.drifts >= 1  # type: ignore[attr-defined]
     assert calm.drifts == 0  # type: ignore[attr-defined]
+
+
+def test_a_fleet_closing_together_is_handled_over_several_ticks() -> None:
+    p = make_predictor("last-value", close_budget=2)
+    names = [f"s{i}" for i in range(5)]
+    for k in range(12):  # one hour: every stream's period closes at the 12th tick
+        p.learn_many(SampleBatch(names, np.full(5, T0 + 300 * k + 1), np.full(5, 1.0 + k), np.ones(5)))
+    assert p.forecast_many(names, 3600).samples.tolist() == [1, 1, 1, 1, 1]
+    assert int(np.isfinite(p.fc[:5, 0]).sum()) == 2  # type: ignore[attr-defined]
+    for k in range(12, 14):
+        p.learn_many(SampleBatch(names, np.full(5, T0 + 300 * k + 1), np.ones(5), np.ones(5)))
+    assert int(np.isfinite(p.fc[:5, 0]).sum()) == 5  # type: ignore[attr-defined]
+
+
+def test_bench_tick_reports_boundary_and_other_ticks() -> None:
+    from sculpt.forecast import bench_tick
+
+    r = bench_tick(50, 24, "river")
+    assert r["streams"] == 50 and r["ticks"] == 24
+    assert r["boundary_mean_ms"] is not None and r["between_mean_ms"] is not None
+    assert r["p50_ms"] <= r["max_ms"]

@@ -206,3 +206,26 @@ def test_every_action_comes_from_an_allowed_plan(cpu: list[float], budget: float
             assert len(act.calls) == before
         if budget is not None and r.action is not None and r.action.result == "done":
             assert svc.catalog.price(fleet.shape, "local-a") <= budget + 1e-12
+
+
+def test_run_survives_a_failing_tick_and_gives_up_after_repeated_failures() -> None:
+    svc, fleet, source, act, clock = service()
+    calls = {"n": 0}
+    real = source.latest
+
+    def flaky(slots, now):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("metrics backend hiccup")
+        return real(slots, now)
+
+    source.latest = flaky  # type: ignore[method-assign]
+    assert svc.run(ticks=3, tick_s=0.0) == 3
+    assert svc.counters["ticks"] == 2  # the failed tick held; the others ran
+
+    def broken(slots, now):  # type: ignore[no-untyped-def]
+        raise RuntimeError("always")
+
+    source.latest = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        svc.run(ticks=10, tick_s=0.0)
