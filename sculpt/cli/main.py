@@ -50,47 +50,43 @@ def _root(
     )
 
 
-# -- verbs (each module is cheap to import) ---------------------------------------------------------------
-from sculpt.cli import catalog as _catalog  # noqa: E402
-from sculpt.cli import init as _init  # noqa: E402
+# -- verbs (each module is cheap to import: heavy imports live inside the commands) ------------------------
+from sculpt.cli import (  # noqa: E402
+    agent,
+    bench,
+    catalog,
+    demo,
+    down,
+    history,
+    init,
+    morph,
+    plan,
+    policy,
+    replay,
+    rollback,
+    status,
+    train,
+    up,
+    watch,
+)
 
-app.command("init")(_init.command)
-app.add_typer(_catalog.app, name="catalog")
-from sculpt.cli import bench as _bench  # noqa: E402
-
-app.add_typer(_bench.app, name="bench")
-from sculpt.cli import train as _train  # noqa: E402
-
-app.command("train")(_train.command)
-from sculpt.cli import replay as _replay  # noqa: E402
-
-app.command("replay")(_replay.command)
-from sculpt.cli import agent as _agent  # noqa: E402
-from sculpt.cli import down as _down  # noqa: E402
-from sculpt.cli import history as _history  # noqa: E402
-from sculpt.cli import rollback as _rollback  # noqa: E402
-from sculpt.cli import status as _status  # noqa: E402
-from sculpt.cli import up as _up  # noqa: E402
-
-app.command("up")(_up.command)
-app.command("status")(_status.command)
-app.command("history")(_history.command)
-app.command("rollback")(_rollback.command)
-app.command("down")(_down.command)
-app.command("agent")(_agent.command)
-from sculpt.cli import morph as _morph  # noqa: E402
-
-app.command("morph")(_morph.command)
-from sculpt.cli import policy as _policy  # noqa: E402
-
-app.add_typer(_policy.app, name="policy")
-from sculpt.cli import demo as _demo  # noqa: E402
-from sculpt.cli import plan as _plan  # noqa: E402
-from sculpt.cli import watch as _watch  # noqa: E402
-
-app.command("plan")(_plan.command)
-app.command("watch")(_watch.command)
-app.command("demo")(_demo.command)
+# in the order a newcomer meets them
+app.command("init")(init.command)
+app.command("up")(up.command)
+app.command("status")(status.command)
+app.command("history")(history.command)
+app.command("rollback")(rollback.command)
+app.command("down")(down.command)
+app.command("morph")(morph.command)
+app.command("plan")(plan.command)
+app.command("watch")(watch.command)
+app.command("demo")(demo.command)
+app.command("replay")(replay.command)
+app.command("train")(train.command)
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(policy.app, name="policy")
+app.add_typer(bench.app, name="bench")
+app.command("agent")(agent.command)
 
 
 def main() -> None:
