@@ -34,3 +34,16 @@ def fail(message: str, code: int = 1) -> None:
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+StackOpt = Annotated[str | None, typer.Option("--stack", help="stack name (default: the spec's fleet)")]
+
+
+def open_stack(stack: str | None, spec: Path) -> Any:
+    """Wire the stack named by ``--stack`` (else the spec's) and first recover any interrupted morph."""
+    from sculpt.app.wiring import recover_unfinished, wire_stack
+
+    w = wire_stack(stack, spec)
+    for line in recover_unfinished(w):
+        typer.echo(line, err=True)
+    return w

@@ -9,9 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, emit_json
-
-StackOpt = Annotated[str | None, typer.Option("--stack", help="stack name (default: the spec's fleet)")]
+from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, StackOpt, emit_json, open_stack
 
 
 def command(
@@ -22,12 +20,9 @@ def command(
     json_out: JsonOpt = False,
 ) -> None:
     """Go back to version N (default: the succeeded version before the current one)."""
-    from sculpt.app.wiring import recover_unfinished, wire_stack
     from sculpt.domain.errors import NotFoundError
 
-    w = wire_stack(stack, spec)
-    for line in recover_unfinished(w):
-        typer.echo(line, err=True)
+    w = open_stack(stack, spec)
     try:
         target = to if to is not None else w.engine.previous_succeeded()
         if target is None:

@@ -8,22 +8,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, emit_json, is_tty
-
-StackOpt = Annotated[str | None, typer.Option("--stack", help="stack name (default: the spec's fleet)")]
+from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, StackOpt, emit_json, is_tty, open_stack
 
 
 def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: JsonOpt = False) -> None:
     """Show the running stack: version, load balancer address, instances and their enforced limits."""
-    from sculpt.app.wiring import recover_unfinished, wire_stack
-
-    w = wire_stack(stack, spec)
-    for line in recover_unfinished(w):
-        typer.echo(line, err=True)
+    w = open_stack(stack, spec)
     try:
         engine = w.engine
         live = engine.provider.status() if hasattr(engine, "provider") else None

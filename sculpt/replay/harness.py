@@ -31,8 +31,9 @@ POLICIES: tuple[str, ...] = ("static", "reactive", "sculpt", "oracle")
 DEFAULT_FAMILIES: tuple[str, ...] = ("m5", "c5", "r5", "m6i", "c6i", "r6i", "m7i", "c7i", "r7i")
 Progress = Callable[[int, int], None]
 # The replay's default forecast model. ``river`` rather than ``ensemble``: on the 57 Bitbrains VMs the
-# ensemble (river + LSTM) costs ~12 ms per tick (a 3-month replay takes 5+ minutes, the budget is 2) and
-# its decisions came out 7 % dearer (1.36 vs 1.27 x oracle, same risk). ``--model ensemble`` runs it.
+# ensemble (river + LSTM) reaches the same decisions' quality (1.27 x oracle either way, measured 06:25 UTC
+# on 2026-11-28) but takes ~180 s for the 3-month replay against a 120 s budget (~40 s with river).
+# ``--model ensemble`` runs it.
 DEFAULT_MODEL = "river"
 
 
