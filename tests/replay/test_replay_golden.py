@@ -109,3 +109,10 @@ def test_memory_recall_avoids_repeating_ooms(catalog, trace, stub_predictor) -> 
         ooms[recall] = int(r.scores["sculpt"].oom_events[0])
     assert ooms[0] >= 3  # forgets the job each day and shrinks to s1
     assert ooms[24] <= 1  # only the first night, before anything was seen
+
+
+def test_capacity_errors_leave_instances_where_they_are(catalog, trace, stub_predictor) -> None:  # type: ignore[no-untyped-def]
+    tr = trace([0.5] * DAY + [1.5] * DAY, step_s=300.0, provisioned=(4, 4))
+    r = replay(catalog, [tr], stub_predictor, capacity_error_rate=1.0)
+    assert r.scores["sculpt"].migrations[0] == 0 and r.scores["reactive"].migrations[0] == 0
+    assert r.scores["sculpt"].cost_usd[0] == pytest.approx(r.scores["static"].cost_usd[0])
