@@ -84,6 +84,7 @@ def fleet_status(svc: SculptorService) -> dict[str, Any]:
     plan = svc.plan()
     return {
         "name": spec.fleet, "mode": svc.mode, "model": svc.guard.name, "degraded": svc.guard.degraded,
+        "model_profile": svc.model_profile(),
         "shape": spec.shape, "region": spec.region,
         "requirements": {"profile": spec.profile, "slo": spec.slo.model_dump(),
                          "budget_usd_per_hour": spec.budget_usd_per_hour, "aggressiveness": spec.aggressiveness},
@@ -195,10 +196,11 @@ def create_app(services: Mapping[str, SculptorService], *, token: str,
             with svc.lock:  # never while a tick (or the morph it started) is in flight
                 new = apply_requirements(svc.spec, req)
                 version = persist[name](new) if name in persist else None
-                svc.update_spec(new)
+                notes = svc.update_spec(new)
         except SculptError as e:
             raise HTTPException(422 if isinstance(e, ConfigError) else 409, str(e)) from None
-        return {"name": name, "version": version, "requirements": fleet_status(svc)["requirements"]}
+        return {"name": name, "version": version, "requirements": fleet_status(svc)["requirements"],
+                "notes": notes or []}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:

@@ -34,13 +34,22 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from sculpt.decide.availability import Availability, fallbacks, is_capacity_error, rank
+from sculpt.decide.availability import Availability, Candidate, fallbacks, is_capacity_error, rank
 from sculpt.decide.cost import DEFAULT_COST, CostModel
-from sculpt.decide.decision import REASONS, BatchDecision, Why, family_mask, plan_of
+from sculpt.decide.decision import (
+    HOURS_PER_MONTH,
+    REASONS,
+    BatchDecision,
+    Why,
+    family_mask,
+    plan_of,
+    policy_gate,
+)
 from sculpt.decide.state import DecisionState
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.clock import Clock, SystemClock
 from sculpt.domain.errors import ConfigError, SculptError
+from sculpt.domain.plan import Action as PlanAction
 from sculpt.domain.plan import Decision, Plan, RuleResult
 from sculpt.domain.spec import FleetSpec
 from sculpt.forecast.base import ForecastBatch, Predictor, SampleBatch
@@ -257,6 +266,76 @@ class Guarded:
         self.primary.loads(blob)
 
 
+class Handover:
+    """A ``Predictor`` that switches a live fleet to a new profile's model without forgetting.
+
+    A profile names the model a fleet's streams are learned by; its history (per-stream periods, residuals,
+    calibration) lives inside that model and the ``Predictor`` protocol has no way to move it into another
+    one. So both learn every sample, and each stream is forecast by the *old* model until the new profile's
+    model is as confident about it, or confident ``enough`` (the decision's confidence floor: from there
+    it may make non-urgent moves on its own; confidence grows with periods seen, so a young model would
+    otherwise never catch up with an old one); ``done`` once the new one serves every stream asked for
+    (the service then drops the old one). Checkpoints save the old model until then (a restart builds the
+    handover again: the checkpoint's profile differs from the spec's).
+    """
+
+    def __init__(self, old: Predictor, new: Predictor, enough: float = DEFAULT_COST.confidence_floor) -> None:
+        self.old, self.new, self.enough = old, new, float(enough)
+        self.name = new.name
+        self.horizon_s = getattr(new, "horizon_s", 3600.0)
+        self.profile = getattr(new, "profile", None)
+        self.done = False
+
+    @property
+    def notes(self) -> list[str]:
+        return list(getattr(self.new, "notes", []) or [])
+
+    def learn_one(self, stream: str, sample: Any) -> None:
+        self.old.learn_one(stream, sample)
+        self.new.learn_one(stream, sample)
+
+    def learn_many(self, batch: SampleBatch) -> None:
+        self.old.learn_many(batch)
+        self.new.learn_many(batch)
+
+    def forecast(self, stream: str, horizon_s: float) -> Any:
+        return self.forecast_many([stream], horizon_s).get(0)
+
+    def forecast_many(self, streams: Sequence[str], horizon_s: float) -> ForecastBatch:
+        new = self.new.forecast_many(streams, horizon_s)
+        old = self.old.forecast_many(streams, horizon_s)
+        nc = np.asarray(new.confidence, dtype=np.float64)
+        oc = np.asarray(old.confidence, dtype=np.float64)
+        use = np.isfinite(np.asarray(new.cpu_p50, dtype=np.float64)) & (np.asarray(new.samples) > 0) \
+            & (nc >= np.fmin(oc, self.enough) - 1e-12)
+        self.done = bool(len(streams)) and bool(use.all())
+        cols = ("cpu_p50", "cpu_p95", "cpu_lo", "cpu_hi", "mem_p50", "mem_p95", "mem_lo", "mem_hi", "confidence",
+                "samples")
+        return replace(new, model=new.model if self.done else f"{old.model}->{new.model}",
+                       **{c: np.where(use, np.asarray(getattr(new, c)), np.asarray(getattr(old, c))) for c in cols})
+
+    def dumps(self) -> bytes:
+        return self.new.dumps() if self.done else self.old.dumps()
+
+    def loads(self, blob: bytes) -> None:
+        self.old.loads(blob)
+
+
+def switch_profile(predictor: Predictor, profile: str, horizon_s: float,
+                   enough: float = DEFAULT_COST.confidence_floor) -> Predictor:
+    """``predictor`` handing over to a fresh model of the same kind for ``profile`` (``Handover``); the
+    predictor itself when it already is that profile's."""
+    from sculpt.forecast import make_predictor
+
+    if getattr(predictor, "profile", profile) == profile:
+        return predictor
+    base = predictor.old if isinstance(predictor, Handover) else predictor
+    if getattr(base, "profile", None) == profile:
+        return base  # switched back before the handover finished: the old model is that profile's
+    fresh = make_predictor(predictor.name, profile=profile, seed=int(getattr(base, "seed", 0)), horizon_s=horizon_s)
+    return Handover(base, fresh, enough)
+
+
 # -- the actuator ---------------------------------------------------------------------------------------------
 @dataclass
 class Action:
@@ -319,6 +398,7 @@ class LivePort:
     def __init__(self, spec: FleetSpec, catalog: Catalog, view: FleetView, readings: Readings,
                  actuator: Actuator, streams: Sequence[str]) -> None:
         self.spec = spec
+        self.catalog = catalog
         self.arrays = catalog.arrays(spec.region)
         self.names = [str(n) for n in self.arrays.names]
         self.view, self.readings, self.actuator = view, readings, actuator
@@ -420,6 +500,33 @@ class LivePort:
             self._current[:] = big
             self._prime_new_slots(now)
         return np.full(len(rows), ok)
+
+    def rebase(self, spec: FleetSpec) -> None:
+        """The fleet now lives in ``spec.region``: shape indexes refer to that region's offerings."""
+        shapes = [self.names[int(i)] for i in self._current]
+        self.spec = spec
+        self.arrays = self.catalog.arrays(spec.region)
+        self.names = [str(n) for n in self.arrays.names]
+        self.allowed = None
+        fallback = self._index(spec.shape)
+        self._current = np.array([self.names.index(s) if s in self.names else fallback for s in shapes],
+                                 dtype=np.int64)
+
+    def move_region(self, shape: str, region: str, now: float) -> Action:
+        """Morph the whole fleet to ``shape`` in ``region`` (the orchestrator makes it blue/green: an instance
+        cannot be resized into another region). The caller rebases the port when it is done."""
+        source = self.names[int(self._current[0])] if len(self._current) else self.spec.shape
+        self.busy = True
+        try:
+            act = self.actuator.morph(shape, region, source, now)
+        finally:
+            self.busy = False
+        self.actions.append(act)
+        if act.result == "done":
+            self.availability = self.availability.record(shape, region, True, now)
+        elif act.result in ("failed", "rolled_back") and is_capacity_error(act.detail):
+            self.availability = self.availability.record(shape, region, False, now)
+        return act
 
     def _prime_new_slots(self, now: float) -> None:
         """After a blue/green morph the serving instances are new: take a first reading now, so rates
@@ -533,12 +640,16 @@ class SculptorService:
         self._stop = threading.Event()
 
     # -- configuration --------------------------------------------------------------------------------
-    def update_spec(self, spec: FleetSpec) -> None:
-        """Apply new requirements (profile, SLOs, budget, aggressiveness) to the running loop."""
+    def update_spec(self, spec: FleetSpec) -> list[str]:
+        """Apply new requirements (profile, SLOs, budget, aggressiveness) to the running loop; returns notes
+        on how (a profile change hands over to that profile's model, see ``Handover``)."""
+        notes: list[str] = []
         with self.lock:
             if spec.fleet != self.spec.fleet or spec.region != self.spec.region:
                 raise ConfigError("requirements cannot rename the fleet or change its home region",
                                   "change fleet/region in sculpt.yaml and restart `sculpt watch`")
+            if spec.profile != self.spec.profile:
+                notes.append(self._switch_profile(spec.profile))
             self.spec = spec
             self.port.spec = spec
             self.cost = replace(self.cost, aggressiveness=spec.aggressiveness,
@@ -547,6 +658,31 @@ class SculptorService:
             self.sculptor.model = self.cost
             self.sculptor.allowed = family_mask(self.port.arrays, spec.families)
             self.sculptor.max_migrations_per_day = spec.policy.max_migrations_per_day
+        return notes
+
+    def _switch_profile(self, profile: str) -> str:
+        try:
+            self.guard.primary = switch_profile(self.guard.primary, profile, self.cost.horizon_h * 3600.0,
+                                                self.cost.confidence_floor)
+        except SculptError as e:
+            return f"profile '{profile}' is stored but the running model cannot switch ({e}); it applies at restart"
+        self.guard.name = self.guard.primary.name
+        if isinstance(self.guard.primary, Handover):
+            return (f"profile '{profile}' applied live: a fresh {self.guard.name} model for it learns from now on; "
+                    "the previous model keeps forecasting each instance until the new one is as confident or "
+                    f"past the {self.cost.confidence_floor:.0%} confidence floor")
+        return f"profile '{profile}' applied live"
+
+    def model_profile(self) -> str | None:
+        """The profile of the model forecasting now (``old->new`` while a profile change hands over)."""
+        p = self.guard.primary
+        if isinstance(p, Handover):
+            return f"{getattr(p.old, 'profile', '?')}->{getattr(p.new, 'profile', '?')}"
+        return getattr(p, "profile", None)
+
+    def _finish_handover(self) -> None:
+        if isinstance(self.guard.primary, Handover) and self.guard.primary.done:
+            self.guard.primary = self.guard.primary.new
 
     def _sync_shape(self, act: Action | None) -> None:
         """Keep ``spec.shape`` on the shape the fleet runs now (the policy rules read the fleet from it)."""
@@ -564,10 +700,10 @@ class SculptorService:
         self.sculptor.allowed = family_mask(arrays, self.spec.families) & avail
         self.port.allowed = self.sculptor.allowed
 
-    def elsewhere(self, rows: np.ndarray, floored: Any, now: float) -> str | None:
-        """The geographic choice: a note when another allowed region would serve the busiest replica for
-        less (availability-weighted, ``sculpt.decide.availability.rank``); region moves are blue/green and
-        left to ``sculpt morph --region`` (advisory)."""
+    def _region_choice(self, rows: np.ndarray, floored: Any, now: float) -> tuple[Candidate, Candidate] | None:
+        """The geographic choice for the busiest replica: (best, stay) when another allowed region would
+        serve it for less, availability-weighted and net of the move's cost (overlap, transfer of
+        ``state_gb``, risk; ``sculpt.decide.availability.rank``); None otherwise or with too little history."""
         if len(self.spec.allowed_regions) < 2 or floored is None or len(rows) == 0:
             return None
         from sculpt.domain.forecast import Forecast
@@ -591,9 +727,83 @@ class SculptorService:
         if best is None or stay is None or best.region == self.spec.region \
                 or not best.effective_usd < stay.effective_usd - 1e-9:
             return None
+        return best, stay
+
+    def elsewhere(self, rows: np.ndarray, floored: Any, now: float) -> str | None:
+        """The advisory note of a holding plan when another allowed region would be cheaper."""
+        choice = self._region_choice(rows, floored, now)
+        if choice is None:
+            return None
+        best, stay = choice
         return (f"elsewhere: {best.shape} in {best.region} would cost ${stay.effective_usd - best.effective_usd:.4f} "
                 f"less over {self.cost.payback_h:g} h (launch availability {best.availability:.0%}); a region move is "
                 f"blue/green: `sculpt morph --region {best.region} --shape {best.shape}`")
+
+    def _region_plan(self, now: float, rows: np.ndarray, floored: Any, hold: Plan) -> Plan:
+        """A holding plan, or a region move when one pays and passes the gates of any non-urgent move:
+        confidence floor (in ``_region_choice``), cooldown since the last move of any replica, the
+        aggressiveness threshold on the availability-weighted net gain, and every mandatory policy rule on
+        the fleet it would produce (regions, budget, migrations per day, change windows...). A move that
+        fails a gate stays an advisory note that says which gate."""
+        choice = self._region_choice(rows, floored, now)
+        if choice is None or self.port.busy:
+            return hold
+        best, stay = choice
+        note = self.elsewhere(rows, floored, now) or ""
+        if self.spec.engine != "local":  # a cloud stack's load balancer is regional: a move is a new stack
+            return hold.model_copy(update={"reason": f"{hold.reason}; {note} (advisory on engine "
+                                                     f"'{self.spec.engine}')"})
+        gain = stay.effective_usd - best.effective_usd
+        price = self.catalog.price(self.spec.shape, self.spec.region)
+        threshold = self.cost.gain_threshold() * (price if math.isfinite(price) else 0.0) * self.cost.payback_h
+        st = self.sculptor.state
+        waited = float(np.min(st.since_last_move(now))) if len(st) else math.inf
+        if waited < self.cost.cooldown_s:
+            return hold.model_copy(update={"reason": f"{hold.reason}; {note} (not now: cooling down after the last move)"})
+        if not gain > threshold:
+            return hold.model_copy(update={"reason": f"{hold.reason}; {note} (not now: the saving does not clear the "
+                                                     "aggressiveness threshold)"})
+        arrays = self.catalog.arrays(best.region)
+        target = [str(n) for n in arrays.names].index(best.shape)
+        day = int(np.max(st.moves_last_day(now))) if len(st) else 0
+        policy = policy_gate(self.spec, arrays, target, day, now, region=best.region)
+        failed = [r.rule for r in policy if not r.passed and r.level == "mandatory"]
+        if failed:
+            return hold.model_copy(update={"reason": f"{hold.reason}; {note} (not now: policy blocks it: "
+                                                     f"{', '.join(failed)})"})
+        n = max(len(self.port.slots), 1)
+        actions = tuple(PlanAction(kind="move", slot=sl.id, from_shape=sl.shape, to_shape=best.shape,
+                                   from_region=sl.region, to_region=best.region) for sl in self.port.slots) or \
+            (PlanAction(kind="move", slot=self.spec.fleet, from_shape=self.spec.shape, to_shape=best.shape,
+                        from_region=self.spec.region, to_region=best.region),)
+        delta = (float(arrays.price[target]) - price) * HOURS_PER_MONTH * n
+        reason = (f"moving to {best.region} saves ${gain:.4f} per instance over {self.cost.payback_h:g} h net of the "
+                  f"move (overlap, transfer, risk; launch availability {best.availability:.0%}); blue/green: "
+                  f"{self.spec.shape} in {self.spec.region} -> {best.shape} in {best.region}")
+        return Plan(stack=self.spec.fleet, decision=Decision.MIGRATE, actions=actions, reason=reason,
+                    expected_monthly_delta_usd=delta if math.isfinite(delta) else 0.0, risk=hold.risk,
+                    confidence=hold.confidence, distribution=hold.distribution, policy=policy, urgent=False)
+
+    def _rehome(self, region: str, shape: str) -> None:
+        """After a region move: the fleet's home region (and the offerings the decision picks from) is
+        ``region``; the region it left stays allowed (as the orchestrator's version spec says)."""
+        with self.lock:
+            regions = [r for r in self.spec.allowed_regions if r != region]
+            spec = self.spec.with_changes(region=region, regions=regions, shape=shape)
+            self.spec = spec
+            self.port.rebase(spec)
+            self.sculptor.arrays = self.port.arrays
+            self.update_spec(spec)
+
+    def _move_region(self, shape: str, region: str, now: float) -> Action:
+        """Act on a region move (auto: the orchestrator, blue/green; recommend: recorded only). Every
+        replica's cooldown starts now, as for any move."""
+        act = self.port.move_region(shape, region, now)
+        self.sculptor.state = self.sculptor.state.record(np.ones(len(self.sculptor.state), dtype=bool), now)
+        if act.result == "done":
+            self._rehome(region, shape)
+            self.port._prime_new_slots(now)  # the new instances' rates exist at the next tick
+        return act
 
     def seed_cooldown(self, last_move_t: float) -> None:
         """Resume the cooldown after a restart from the last migration's time (from the ledger)."""
@@ -608,12 +818,20 @@ class SculptorService:
             n_actions = len(self.port.actions)
             self._discount_unavailable()
             rows, batch = tick(self.sculptor, self.port, self.clock)
+            self._finish_handover()
             acts = self.port.actions[n_actions:]
             act = acts[-1] if acts else None
             act_s = sum(a.seconds for a in acts)
             self._sync_shape(act)
             now = self.clock.now()
             report = self._report(now, rows, batch, act)
+            move = next((a for a in report.plan.actions if a.kind == "move"), None)
+            if act is None and move is not None and move.to_region and move.to_shape:
+                act = self._move_region(move.to_shape, move.to_region, now)
+                act_s += act.seconds
+                report.action = act
+                if act.result in ("rolled_back", "failed"):
+                    report.warnings.append(f"move to {act.to_shape} in {act.region} {act.result}: {act.detail}")
             # the overhead of the tick excludes the morph it triggered (seconds of real work)
             report.tick_ms = max(0.0, (time.perf_counter() - t0 - act_s) * 1000.0)
             report.model_ms = (self.guard.model_s - m0) * 1000.0
@@ -676,9 +894,8 @@ class SculptorService:
         merged = merge_plans(self.spec.fleet, plans, reason)
         if not plans:
             merged = merged.model_copy(update={"policy": self._hold_policy(now)})
-        note = self.elsewhere(rows, floored, now) if merged.decision is Decision.HOLD else None
-        if note:
-            merged = merged.model_copy(update={"reason": f"{merged.reason}; {note}"})
+        if merged.decision is Decision.HOLD:
+            merged = self._region_plan(now, rows, floored, merged)
         return merged, plans
 
     def _hold_policy(self, now: float) -> tuple[RuleResult, ...]:
@@ -888,13 +1105,16 @@ def open_service(spec_path: Any, *, mode: Mode = "recommend", model: str = "ense
         if lock:
             w.ledger.acquire(watch_lock(w.stack), "sculpt watch")
             locked = True
-        if spec.engine != "local" and mode == "auto":
-            raise ConfigError(f"auto mode drives the local engine here, not '{spec.engine}'",
-                              "use --mode recommend (cloud fleets change through `sculpt up` with a new shape)")
+        cloud = None
+        if spec.engine == "pulumi":  # CloudWatch by slot, and the cloud morph platform: sculpt.app.cloud
+            from sculpt.app.cloud import CloudWiring
+
+            cloud = CloudWiring.of(w.engine, w.catalog, spec, mode=mode)
         if recover:
             from sculpt.migrate import recover as _recover
 
-            for rep in _recover(w.state_dir, w.stack, ledger=w.ledger):
+            for rep in _recover(w.state_dir, w.stack, ledger=w.ledger,
+                                platform=cloud.platform if cloud else None):
                 notes.append(f"recovered interrupted morph {rep.migration_id}: {rep.result}")
         cm = cost or cost_model_for(spec)
         predictor, note = persist.restore(w.ledger, checkpoint_key(w.stack), model, profile=spec.profile,
@@ -911,18 +1131,31 @@ def open_service(spec_path: Any, *, mode: Mode = "recommend", model: str = "ense
         if mode == "auto":
             from sculpt.migrate.local import LocalPlatform
 
-            actuator: Actuator = OrchestratorActuator(LocalPlatform(w.engine, w.state_dir), w.ledger,
-                                                      timeouts=timeouts, progress=progress)
+            platform = cloud.platform if cloud else LocalPlatform(w.engine, w.state_dir)
+            actuator: Actuator = OrchestratorActuator(platform, w.ledger, progress=progress,
+                                                      timeouts=timeouts or (cloud.timeouts if cloud else None))
         else:
             actuator = Recommender()
         current = w.engine.current() if hasattr(w.engine, "current") else None
         live_spec = current.spec if current is not None else spec
-        # the running version's spec carries the shape the fleet runs now
-        spec = spec.with_changes(shape=live_spec.shape) if live_spec.region == spec.region else spec
+        # the running version's spec carries the shape the fleet runs now, and the region when a region move
+        # (any allowed region) took it away from sculpt.yaml's
+        if live_spec.region == spec.region:
+            spec = spec.with_changes(shape=live_spec.shape)
+        elif live_spec.region in spec.allowed_regions:
+            spec = spec.with_changes(shape=live_spec.shape, region=live_spec.region,
+                                     regions=[r for r in spec.allowed_regions if r != live_spec.region])
+            notes.append(f"the fleet runs in {live_spec.region} (moved there from {w.spec.region if w.spec else '?'})")
         spec, note = api_requirements(w.ledger, w.stack, spec, w.spec_path)
         if note:
             notes.append(note)
-        port = LivePort(spec, w.catalog, view, make_readings(source, clock), actuator,
+        if getattr(predictor, "profile", spec.profile) != spec.profile:  # the checkpoint is another profile's
+            notes.append(f"profile changed from '{getattr(predictor, 'profile', '?')}' to '{spec.profile}': the "
+                         "checkpointed model forecasts until the new profile's model is as confident")
+            predictor = switch_profile(predictor, spec.profile, cm.horizon_h * 3600.0, cm.confidence_floor)
+        by_slot = cloud.readings_source(source) if cloud else None
+        readings = RangeReadings(by_slot, window_s=900.0, step_s=60.0) if by_slot is not None else make_readings(source, clock)
+        port = LivePort(spec, w.catalog, view, readings, actuator,
                         stream_names(w.stack, spec.replicas.max))
         svc = SculptorService(spec, w.catalog, predictor, port, clock=clock, mode=mode, cost=cm,
                               ledger=w.ledger if save else None)

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sculpt.decide.cost import DEFAULT_COST, CostModel, breach_probability, weighted_breach
-from sculpt.decide.decision import family_mask, net_gain, upper
+from sculpt.decide.cost import DEFAULT_COST, CostModel, breach_probability, joint_breach, weighted_breach
+from sculpt.decide.decision import family_mask, net_gain, slo_penalty, upper
 from sculpt.domain.catalog import Catalog, CatalogArrays
 from sculpt.domain.forecast import Forecast
 from sculpt.domain.spec import FleetSpec
@@ -133,11 +133,22 @@ def rank(catalog: Catalog, spec: FleetSpec, forecast: Forecast, current_shape: s
     m95 = upper(np.array([forecast.mem_p95]), np.array([forecast.mem_hi]))
     conf = np.array([forecast.confidence])
 
-    def expected(arrays: CatalogArrays) -> tuple[np.ndarray, np.ndarray]:
+    def breach(arrays: CatalogArrays) -> tuple[np.ndarray, np.ndarray]:
         cap = model.utilisation_cap
         pc = np.nan_to_num(breach_probability(c50, c95, arrays.vcpu * cap), nan=1.0)
         pm = np.nan_to_num(breach_probability(m50, m95, arrays.memory_gib * cap), nan=0.0)
-        exp, _, mig = net_gain(arrays.price, weighted_breach(pc, pm, model.oom_weight), np.array([0]), conf, model)
+        return pc, pm
+
+    # a breach costs the same wherever the fleet runs: the home region's reference (its cheapest allowed
+    # shape that covers the forecast), as in ``decide_many``
+    home_pc, home_pm = breach(cur_arrays)
+    home_ok = family_mask(cur_arrays, spec.families)
+    penalty = slo_penalty(cur_arrays.price, np.where(home_ok[None, :], joint_breach(home_pc, home_pm), 1.0), model, 1)
+
+    def expected(arrays: CatalogArrays) -> tuple[np.ndarray, np.ndarray]:
+        pc, pm = breach(arrays)
+        exp, _, mig = net_gain(arrays.price, weighted_breach(pc, pm, model.oom_weight), np.array([0]), conf, model,
+                               penalty=penalty)
         return exp[0], mig[0]
 
     cur_exp, _ = expected(cur_arrays)

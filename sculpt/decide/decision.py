@@ -8,7 +8,11 @@ the rates weighed over the payback window H (hours)::
     migration_cost(c)= overlap·price(c) + transfer·state_gb (other region only) + pause + risk·(1 - confidence)
     net_gain(c)      = benefit(c) - migration_cost(c)
 
-The candidate is the shape of least expected cost. It is taken when
+The candidate is the shape of least expected cost among the *safe* shapes (breach chance at most
+``urgent_breach``, unless the move is urgent: no downsizing into a shape the next tick would leave
+urgently) and, with a ``budget_usd_per_hour``, among the shapes whose fleet fits the cap (an over-budget
+shape is the candidate only when nothing within the cap beats staying; the policy gate then blocks it).
+It is taken when
 
 - **urgent**: P(breach of current) > ``urgent_breach`` and the candidate lowers it (skips threshold,
   confidence floor and cooldown), or
@@ -138,19 +142,18 @@ class BatchDecision:
 def net_gain(
     price: np.ndarray, p_breach: np.ndarray, current: np.ndarray, confidence: np.ndarray, model: CostModel,
     transfer_gb_cost: np.ndarray | None = None, p_safe: np.ndarray | None = None,
+    penalty: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The formula. ``price`` (S,), ``p_breach`` (N, S), ``current`` (N,) -> (expected, benefit, migration).
 
+    The SLO penalty ($/h per stream) is ``slo_penalty(price, p_safe, model)`` unless ``penalty`` is given
+    (the cross-region ranking prices a breach the same in every region: at the home region's reference).
     Shapes with a non-finite price get an infinite expected cost (never chosen).
     """
     h = model.payback_h
     ok_price = np.isfinite(price) & (price >= 0)
-    penalty = np.full(len(current), model.slo_penalty_usd_per_h)
-    if model.slo_penalty_x_price > 0 and p_safe is not None:
-        # the value of the service: what running it on a shape that covers its p95 costs
-        safe = (p_safe < SAFE_BREACH) & ok_price[None, :]
-        ref = np.where(safe.any(axis=1), price[safe.argmax(axis=1)], np.nanmax(np.where(ok_price, price, np.nan)))
-        penalty = np.maximum(penalty, model.slo_penalty_x_price * ref)
+    if penalty is None:
+        penalty = slo_penalty(price, p_safe, model, len(current))
     expected = np.where(ok_price[None, :], price[None, :] * h + penalty[:, None] * p_breach * h, np.inf)
     rows = np.arange(len(current))
     with np.errstate(invalid="ignore"):  # inf - inf where the current price is not finite: NaN -> hold
@@ -160,6 +163,19 @@ def net_gain(
     if transfer_gb_cost is not None:
         migration = migration + transfer_gb_cost
     return expected, benefit, migration
+
+
+def slo_penalty(price: np.ndarray, p_safe: np.ndarray | None, model: CostModel, n: int) -> np.ndarray:
+    """$/h a breach costs, per stream: ``max(slo_penalty_usd_per_h, slo_penalty_x_price · reference price)``,
+    the reference being the cheapest shape whose breach chance (``p_safe``, (N, S)) is below ``SAFE_BREACH``:
+    the value of the service is what running it properly costs."""
+    ok_price = np.isfinite(price) & (price >= 0)
+    penalty = np.full(n, model.slo_penalty_usd_per_h)
+    if model.slo_penalty_x_price > 0 and p_safe is not None:
+        safe = (p_safe < SAFE_BREACH) & ok_price[None, :]
+        ref = np.where(safe.any(axis=1), price[safe.argmax(axis=1)], np.nanmax(np.where(ok_price, price, np.nan)))
+        penalty = np.maximum(penalty, model.slo_penalty_x_price * ref)
+    return penalty
 
 
 def decide_many(
@@ -205,7 +221,26 @@ def decide_many(
                                             model, p_safe=np.where(allow[cols][None, :], p, 1.0))
     expected = np.where(allow[cols][None, :], expected, np.inf)
     rows = np.arange(n)
-    tgt = expected.argmin(axis=1)  # offerings are sorted by price: ties go to the cheapest
+    # the candidates: a stream that is not in urgent trouble only moves to a shape it would not need to
+    # leave urgently at the next tick with the same forecast (no down-then-up flapping); and a shape whose
+    # fleet would exceed the budget cap is a candidate only when no other one beats the current shape (so
+    # the policy gate then blocks it: a real block, not a missed fallback)
+    fits = np.ones((1, len(cols)), dtype=bool)
+    if spec is not None and spec.budget_usd_per_hour is not None:
+        with np.errstate(invalid="ignore"):
+            fits = (price * max(spec.replicas.desired, 1) <= spec.budget_usd_per_hour + 1e-12)[None, :]
+
+    def pick(mask: np.ndarray) -> np.ndarray:  # within the budget when that beats staying, else any in mask
+        if fits.all():
+            return _pick(expected, mask, cur)
+        t = _pick(expected, mask & fits, cur)
+        return np.where(t != cur, t, _pick(expected, mask, cur))
+
+    everything = np.ones((1, len(cols)), dtype=bool)
+    tgt_any = pick(everything)
+    tgt_safe = pick(p <= model.urgent_breach)
+    lowers = (p[rows, tgt_any] < p[rows, cur]) & (p[rows, cur] > model.urgent_breach)
+    tgt = np.where(lowers, tgt_any, tgt_safe)  # offerings are sorted by price: ties go to the cheapest
     target = cols[tgt]
     b = benefit[rows, tgt]
     m = migration[rows, tgt]
@@ -254,6 +289,17 @@ def decide_many(
         policy=gated,
     )
     return batch, state.record(move, now)
+
+
+def _pick(expected: np.ndarray, mask: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """Per row, the column of least expected cost among ``mask`` and the current one; the current one when
+    no finite candidate is left (first index on ties: offerings are sorted by price)."""
+    rows = np.arange(len(cur))
+    keep = np.broadcast_to(mask, expected.shape).copy()
+    keep[rows, cur] = True
+    e = np.where(keep, expected, np.inf)
+    t = e.argmin(axis=1)
+    return np.where(np.isfinite(e[rows, t]), t, cur)
 
 
 def policy_gate(spec: FleetSpec, arrays: CatalogArrays, target: int, moves_last_day: int, now: float,

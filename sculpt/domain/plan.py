@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class Decision(str, Enum):
+class Decision(str, Enum):  # noqa: UP042 - str(Decision.X) and f-strings rely on the Enum behaviour
     HOLD = "hold"
     MIGRATE = "migrate"
     SCALE = "scale"

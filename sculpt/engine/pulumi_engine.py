@@ -175,6 +175,7 @@ class PulumiEngine:
         self._preview_before_up = preview_before_up
         self._stack_obj: Any = None
         self._previewed: Fleet | None = None  # `sculpt up` previews, then ups: no second preview
+        self._outputs: dict[str, Any] | None = None  # the last update's stack outputs (plain values)
 
     # -- the Automation API, in one place ------------------------------------------------------------------
     def _workspace_stack(self) -> Any:
@@ -319,6 +320,19 @@ class PulumiEngine:
         v = self.ledger.latest_version(self.stack, succeeded_only=True)
         return fleet_of(v) if v is not None and v.fleet.get("slots") else None
 
+    def outputs(self, *, refresh: bool = False) -> dict[str, Any]:
+        """The stack outputs of the last update, as plain values (``stack output --json``).
+
+        On AWS they carry, per slot, its EC2 instance id and private IP (``instances``) and the colours'
+        target group ARNs (``target_groups``): what CloudWatch and the ALB's target health are keyed by.
+        The outputs an ``up`` returned are kept; ``refresh`` (or a new engine) asks the CLI again.
+        """
+        if self._outputs is None or refresh:
+            with translated(self.stack):
+                raw = self._workspace_stack().outputs()
+            self._outputs = {str(k): getattr(v, "value", v) for k, v in (raw or {}).items()}
+        return dict(self._outputs)
+
     def current_version(self) -> int | None:
         v = self.ledger.latest_version(self.stack, succeeded_only=True)
         return v.version if v is not None else None
@@ -332,6 +346,7 @@ class PulumiEngine:
         with self.ledger.lock(self.stack, "down"):
             with translated(self.stack):
                 self._workspace_stack().destroy(on_event=self._on_event, message=f"sculpt down {self.stack}")
+            self._outputs = {}
             last = self.ledger.latest_version(self.stack, succeeded_only=True)
             if last is not None and last.fleet.get("slots"):
                 self.ledger.append_version(self.stack, spec=last.spec, fleet={"slots": []}, result="succeeded",
@@ -348,8 +363,12 @@ class PulumiEngine:
                 values = dict(config) if config is not None else self._config(fleet, n)
                 values[VERSION_KEY] = self._config(fleet, n)[VERSION_KEY]
                 stack.set_all_config(values)
-                stack.up(message=f"sculpt v{n}: {message}", on_event=self._on_event,
-                         **({"refresh": True} if refresh else {}))
+                self._outputs = None
+                result = stack.up(message=f"sculpt v{n}: {message}", on_event=self._on_event,
+                                  **({"refresh": True} if refresh else {}))
+                outputs = getattr(result, "outputs", None)
+                if outputs is not None:
+                    self._outputs = {str(k): getattr(v, "value", v) for k, v in outputs.items()}
         except BaseException as e:
             reason = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
             self.ledger.set_version_result(self.stack, n, "failed", f"{message} (failed: {reason})")

@@ -9,7 +9,7 @@ Stack code, sculpt's engine, the ledger — is the real code.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,9 @@ LOCKED_STDERR = ("error: the stack is currently locked by 1 lock(s). Either wait
 class PulumiProcessDouble(PulumiCommand):
     """Stands in for the ``pulumi`` process. Knobs: ``steps`` (planned resource ops in previews),
     ``locked`` (every update hits a held lock), ``fail_up`` (the next update fails in the cloud),
-    ``drift`` (``--expect-no-changes`` previews report changes)."""
+    ``drift`` (``--expect-no-changes`` previews report changes), ``fail_up_at`` (the update numbers,
+    counted from 1, that fail), ``render`` (the stack outputs a succeeded update leaves, from the config it
+    applied: the real CLI gets them from running the program, which the double does not do)."""
 
     steps: list[tuple[str, str, str, list[str]]] = field(default_factory=list)  # (op, type, name, keys)
     locked: bool = False
@@ -40,6 +42,10 @@ class PulumiProcessDouble(PulumiCommand):
     stacks: set[str] = field(default_factory=set)
     config: dict[str, str] = field(default_factory=dict)
     updates: list[dict[str, Any]] = field(default_factory=list)  # newest first, as `stack history` prints
+    fail_up_at: set[int] = field(default_factory=set)
+    render: Callable[[dict[str, str]], dict[str, Any]] | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    ups: list[dict[str, str]] = field(default_factory=list)  # the config each `up` ran with, in order
 
     def __post_init__(self) -> None:
         self.command = "pulumi"
@@ -81,7 +87,7 @@ class PulumiProcessDouble(PulumiCommand):
                     self.config[key] = value
             return CommandResult("", "", 0)
         if args[:2] == ["stack", "output"]:
-            return CommandResult("{}", "", 0)
+            return CommandResult(json.dumps(self.outputs), "", 0)
         if args[:2] == ["stack", "history"]:
             n = int(args[args.index("--page-size") + 1]) if "--page-size" in args else len(self.updates)
             return CommandResult(json.dumps(self.updates[:n]), "", 0)
@@ -94,13 +100,19 @@ class PulumiProcessDouble(PulumiCommand):
         if verb in ("up", "destroy"):
             if self.locked:
                 return CommandResult("", LOCKED_STDERR, 255)
-            failed = verb == "up" and self.fail_up
+            if verb == "up":
+                self.ups.append(dict(self.config))
+            failed = verb == "up" and (self.fail_up or len(self.ups) in self.fail_up_at)
             self.fail_up = False
             self._events(args, self.steps)
             self._record(verb, args, "failed" if failed else "succeeded")
             if failed:
                 return CommandResult("", "error: creating EC2 Instance: InsufficientInstanceCapacity: We "
                                          "currently do not have sufficient m6i.large capacity", 255)
+            if verb == "up" and self.render is not None:
+                self.outputs = self.render(dict(self.config))
+            elif verb == "destroy":
+                self.outputs = {}
             return CommandResult("Update succeeded", "", 0)
         return CommandResult("", f"error: the double does not know `pulumi {' '.join(args)}`", 255)
 

@@ -37,6 +37,10 @@ def test_real_cli_creates_a_file_backend_stack_with_empty_history(engine, tmp_pa
     assert (tmp_path / "state" / "pulumi" / "backend" / ".pulumi").exists()
 
 
+def test_real_cli_outputs_of_a_stack_never_updated_are_empty(engine) -> None:  # noqa: ANN001
+    assert engine.outputs() == {}
+
+
 @pytest.mark.skipif(os.environ.get("SCULPT_PULUMI_CLOUD_TESTS") != "1",
                     reason="set SCULPT_PULUMI_CLOUD_TESTS=1 with AWS credentials to preview against AWS")
 def test_real_cli_previews_an_aws_fleet(engine) -> None:  # noqa: ANN001

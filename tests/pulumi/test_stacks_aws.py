@@ -160,3 +160,18 @@ def test_cross_region_slots_are_refused_with_the_fix() -> None:
     fleet = fleet.with_slots([*fleet.slots, Slot(id="web-g0", shape="m6i.large", region="eu-west-1", colour="green")])
     with pytest.raises(ConfigError, match="cross-region.*To fix"):
         stacks.build(fleet)
+
+
+def test_outputs_name_every_slots_ec2_instance_id_private_ip_and_colour(mocks: CloudMocks) -> None:
+    """What CloudWatch (by InstanceId) and the cloud morph platform (target health) are keyed by."""
+    out = _run(make_fleet("aws", slots=BLUE_GREEN))
+    assert set(out["instances"]) == {"web-0", "web-1", "web-g0", "web-g1"}
+    for inst in mocks.of_type("aws:ec2/instance:Instance"):
+        row = out["instances"][inst.name]
+        assert row["id"] == f"{inst.name}-id"  # the id the cloud gave the instance (the mock's)
+        assert row["private_ip"].startswith("10.0.0.")
+        assert row["colour"] == ("green" if inst.name.startswith("web-g") else "blue")
+    assert out["target_groups"] == {"blue": "arn:aws:mock:web-blue", "green": "arn:aws:mock:web-green"}
+    from sculpt.metrics.aws_ids import ec2_targets
+
+    assert ec2_targets(out)["web-g1"].instance_id == "web-g1-id"

@@ -23,12 +23,13 @@ T0 = 1_780_000_000.0
 
 
 class FakeFleet:
-    def __init__(self, shape: str, n: int = 1, stack: str = "web") -> None:
+    def __init__(self, shape: str, n: int = 1, stack: str = "web", region: str = "local-a") -> None:
         self.shape = shape
+        self.region = region
         self.ids = [f"{stack}-{i}" for i in range(n)]
 
     def slots(self) -> list[SlotInfo]:
-        return [SlotInfo(i, self.shape, "local-a") for i in self.ids]
+        return [SlotInfo(i, self.shape, self.region) for i in self.ids]
 
 
 class FakeMetricSource:
@@ -55,13 +56,16 @@ class RecordingActuator:
         self.fleet = fleet
         self.fail = fail
         self.calls: list[tuple[str, str]] = []
+        self.regions: list[str] = []  # the region asked for, per call
 
     def morph(self, shape: str, region: str, from_shape: str, now: float) -> Action:
         self.calls.append((from_shape, shape))
+        self.regions.append(region)
         if self.fail:
             return Action(now, shape, from_shape, region, "rolled_back", "green never became healthy")
-        self.fleet.shape = shape
-        return Action(now, shape, from_shape, region, "done", "in-place")
+        moved = region != self.fleet.region
+        self.fleet.shape, self.fleet.region = shape, region
+        return Action(now, shape, from_shape, region, "done", "blue-green" if moved else "in-place")
 
 
 class ExplodingPredictor:
@@ -89,6 +93,47 @@ class ExplodingPredictor:
         raise ProviderError("no")
 
 
+class ConfidentForecast:
+    """Stands in for a model with days of history: every stream needs ``cpu`` cores (p95 ``cpu`` x 1.15),
+    confidence 0.9. Lets a real-process test reach decisions that need confidence in seconds."""
+
+    name = "confident"
+    horizon_s = 3600.0
+    profile = "general"
+
+    def __init__(self, cpu: float = 1.2) -> None:
+        self.cpu = cpu
+
+    def learn_one(self, stream: str, sample: Any) -> None:
+        return None
+
+    def learn_many(self, batch: Any) -> None:
+        return None
+
+    def forecast(self, stream: str, horizon_s: float) -> Any:
+        return self.forecast_many([stream], horizon_s).get(0)
+
+    def forecast_many(self, streams: Sequence[str], horizon_s: float) -> Any:
+        import numpy as np
+
+        from sculpt.forecast.base import ForecastBatch
+
+        def col(v: float) -> Any:
+            return np.full(len(streams), v)
+
+        c = self.cpu
+        return ForecastBatch(streams=list(streams), horizon_s=horizon_s, cpu_p50=col(c), cpu_p95=col(c * 1.15),
+                             cpu_lo=col(c * 0.8), cpu_hi=col(c * 1.15), mem_p50=col(0.05), mem_p95=col(0.06),
+                             mem_lo=col(0.04), mem_hi=col(0.06), confidence=col(0.9), samples=col(48),
+                             model=self.name)
+
+    def dumps(self) -> bytes:
+        return b""
+
+    def loads(self, blob: bytes) -> None:
+        return None
+
+
 def spec(**over: Any) -> FleetSpec:
     data: dict[str, Any] = {"fleet": "web", "shape": "std-0.5c-512m", "region": "local-a", "families": ["local-std"],
                             "replicas": {"min": 1, "max": 2, "desired": 1}}
@@ -100,7 +145,7 @@ def service(*, mode: str = "auto", model: str = "river", predictor: Any = None, 
             sp: FleetSpec | None = None, ledger: Any = None,
             ) -> tuple[SculptorService, FakeFleet, FakeMetricSource, RecordingActuator, FakeClock]:
     sp = sp or spec()
-    fleet = FakeFleet(sp.shape, n)
+    fleet = FakeFleet(sp.shape, n, region=sp.region)
     source = FakeMetricSource()
     act = RecordingActuator(fleet, fail)
     clock = FakeClock(T0)

@@ -82,6 +82,34 @@ def test_requirements_are_validated_applied_and_persisted(api: tuple[str, Sculpt
     assert svc.cost.utilisation_cap == 0.5 and len(saved) == 1
 
 
+def test_a_profile_change_applies_live_without_forgetting(
+        api: tuple[str, SculptorService, list[FleetSpec]]) -> None:
+    from sculpt.app.sculptor import Handover
+
+    url, svc, _saved = api
+    clock = svc.clock
+    before = svc.plan().confidence
+    assert before > 0 and svc.model_profile() == "general"
+    with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        r = c.put("/v1/fleets/web/requirements", json={"profile": "batch"})
+        assert r.status_code == 200, r.text
+        assert any("applied live" in n for n in r.json()["notes"])
+        assert c.get("/v1/fleets/web").json()["model_profile"] == "general->batch"
+        # the old model keeps forecasting: the next tick is as confident as before, not back to zero
+        tick = run(svc, clock, 1)[0]  # type: ignore[arg-type]
+        assert tick.plan.confidence >= before and isinstance(svc.guard.primary, Handover)
+        # the new profile's model takes over once it is past the confidence floor
+        for _ in range(40):
+            run(svc, clock, 1, step_s=3600.0)  # type: ignore[arg-type]
+            if not isinstance(svc.guard.primary, Handover):
+                break
+        assert c.get("/v1/fleets/web").json()["model_profile"] == "batch"
+        assert getattr(svc.guard.primary, "profile", None) == "batch"
+        assert svc.plan().confidence >= svc.cost.confidence_floor
+        # the checkpoint is the new profile's model
+        assert isinstance(svc.guard.dumps(), bytes)
+
+
 def test_metrics_text_is_valid_prometheus_exposition() -> None:
     from sculpt.metrics import promtext
 

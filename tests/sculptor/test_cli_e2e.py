@@ -1,6 +1,6 @@
 """End to end on the local provider with real processes: ``sculpt plan`` (exit 0 and 2), ``sculpt watch
 --once`` (recommend and auto), the watch lock against a second watcher in another process, and a short
-``sculpt demo`` run that must morph and leave no process behind."""
+``sculpt demo`` run that must morph and leave no process behind, and a region move local-a -> local-b."""
 
 from __future__ import annotations
 
@@ -168,3 +168,46 @@ def test_sigterm_stops_cleanly_checkpoints_and_a_restart_resumes(fleet: Path, sc
     again = sculpt("watch", "--spec", spec, "--once", "--json", "--model", "river")
     assert "resumed model 'river' from its checkpoint" in again.stderr
     assert f"requirements set through the API (version {version}) override" in again.stderr
+
+
+def test_auto_mode_moves_a_real_fleet_to_the_cheaper_region(sculpt_home: Path, tmp_path: Path) -> None:
+    """A 2-core fleet in local-a; local-b sells the shape ~20 % cheaper and the spec allows it. With a
+    confident forecast (the only double: the model), one auto tick moves the fleet blue/green through the
+    orchestrator, the loop re-homes to local-b and keeps measuring the new instance."""
+    import time
+
+    from sculpt.app.sculptor import open_service
+    from tests.sculptor.fakes import ConfidentForecast
+
+    spec = tmp_path / "sculpt.yaml"
+    sculpt("init", "--spec", str(spec))
+    spec.write_text(spec.read_text().replace("shape: std-0.5c-512m", "shape: std-2c-2048m"))
+    assert "regions: [local-b]" in spec.read_text()
+    up = json.loads(sculpt("up", "--spec", str(spec), "--json").stdout)
+    pids = [i["pid"] for i in up["instances"]]
+    try:
+        opened = open_service(spec, mode="auto", model="last-value", save=False)
+        try:
+            svc = opened.service
+            svc.guard.primary = ConfidentForecast(1.2)
+            svc.prime()
+            time.sleep(0.3)
+            moved = svc.tick()
+            assert moved.plan.actions and moved.plan.actions[0].kind == "move"
+            assert moved.action is not None and moved.action.result == "done", moved.action
+            assert moved.action.region == "local-b" and moved.action.to_shape == "std-2c-2048m"
+            assert svc.spec.region == "local-b" and svc.port.slots[0].region == "local-a"  # measured before
+            time.sleep(0.3)
+            after = svc.tick()
+            assert after.action is None and after.warnings == []
+            assert [i.shape for i in after.instances] == ["std-2c-2048m"]
+            assert after.plan.decision.value == "hold" and "local-a" not in after.plan.reason
+        finally:
+            opened.close()
+        status = json.loads(sculpt("status", "--spec", str(spec), "--json").stdout)
+        assert [(i["shape"], i["region"]) for i in status["instances"]] == [("std-2c-2048m", "local-b")]
+        assert status["instances"][0]["pid"] not in pids  # blue/green: a new instance, the old one retired
+        pids.append(status["instances"][0]["pid"])
+    finally:
+        sculpt("down", "--spec", str(spec))
+        assert alive(pids) == []

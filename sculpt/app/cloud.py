@@ -1,0 +1,105 @@
+"""What ``sculpt watch``/``plan`` need for a cloud fleet (``engine: pulumi``): readings and a platform.
+
+Why it exists: the live loop (``sculpt.app.sculptor``) is the same for every engine; on a Pulumi stack two
+things differ, and they are wired here so the loop stays engine-agnostic:
+
+- **readings**: CloudWatch is keyed by EC2 instance id, the loop by slot id. The engine's stack outputs
+  map one to the other (``sculpt.metrics.aws_ids``), and the current version's slot shapes give the vCPUs
+  that turn ``CPUUtilization`` into cores;
+- **the actuator's platform**: ``sculpt.migrate.cloud.CloudPlatform`` (every morph step is a stack
+  update; health from the ALB's target health), with timeouts measured in cloud minutes, not seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from sculpt.domain.catalog import Catalog
+from sculpt.domain.errors import ConfigError, SculptError
+from sculpt.domain.spec import FleetSpec
+from sculpt.metrics.aws_ids import SlotCloudWatchSource, SlotTarget, ec2_targets
+
+log = logging.getLogger("sculpt.cloud")
+
+REACHABLE_ENV = "SCULPT_PRIVATE_REACHABLE"
+"""Set to 1 when this controller can reach the instances' private addresses (inside the VPC): allows
+``state_sync: http`` morphs on the cloud (see ``sculpt.migrate.cloud``)."""
+
+
+def slot_targets(engine: Any, catalog: Catalog) -> dict[str, SlotTarget]:
+    """Slot id -> (EC2 instance id, vCPUs of the slot's shape) from the engine's outputs and current fleet.
+
+    An engine that cannot answer (CLI missing, stack gone) gives none: the loop holds with a warning."""
+    try:
+        targets = ec2_targets(engine.outputs())
+        fleet = engine.current()
+    except SculptError as e:
+        log.warning("cannot map slots to EC2 instances: %s", e)
+        return {}
+    shapes = {s.id: s.shape for s in (fleet.slots if fleet else ())}
+    out = {}
+    for slot, t in targets.items():
+        vcpus = None
+        if slot in shapes:
+            try:
+                vcpus = float(catalog.shape(shapes[slot]).vcpu)
+            except SculptError:
+                vcpus = None
+        out[slot] = SlotTarget(t.instance_id, vcpus)
+    return out
+
+
+def cloudwatch_by_slot(engine: Any, catalog: Catalog, region: str, *, endpoint_url: str | None = None,
+                       client: Any = None) -> SlotCloudWatchSource:
+    """CloudWatch for a Pulumi stack's slots (``--source cloudwatch``)."""
+    from sculpt.metrics.cloudwatch import CloudWatchSource
+
+    src = CloudWatchSource(region, client=client, endpoint_url=endpoint_url)
+    return SlotCloudWatchSource(src, lambda: slot_targets(engine, catalog))
+
+
+@dataclass
+class CloudWiring:
+    """The cloud parts of a live sculptor: a readings factory and (auto mode) the platform and timeouts."""
+
+    engine: Any
+    catalog: Catalog
+    spec: FleetSpec
+    platform: Any = None
+    timeouts: Any = None
+
+    @classmethod
+    def of(cls, engine: Any, catalog: Catalog, spec: FleetSpec, *, mode: str) -> CloudWiring:
+        """For ``engine: pulumi``. On AWS the platform is built in every mode (crash recovery of a morph
+        needs it); in auto mode what cannot be morphed safely is refused here (one line, with the fix)."""
+        from sculpt.migrate.cloud import CloudPlatform, cloud_blocker
+        from sculpt.migrate.orchestrator import Timeouts
+
+        reachable = os.environ.get(REACHABLE_ENV, "") in ("1", "true", "yes")
+        if mode == "auto":
+            why = cloud_blocker(spec, private_reachable=reachable)
+            if why:
+                raise ConfigError(f"auto mode cannot morph '{spec.fleet}' on the cloud: {why}",
+                                  "set app.state_sync.strategy: none for a stateless app (the ALB weight shift "
+                                  f"is the handover), set {REACHABLE_ENV}=1 when this controller runs inside "
+                                  "the VPC, or use --mode recommend")
+        w = cls(engine, catalog, spec)
+        if spec.provider == "aws":
+            w.platform = CloudPlatform(engine, private_reachable=reachable)
+        # instances take minutes to boot and pass two health checks; the drain is the ALB's
+        w.timeouts = Timeouts(healthy_s=900.0, step_s=1800.0, drain_s=float(spec.lb.drain_s) + 120.0, poll_s=5.0)
+        return w
+
+    def readings_source(self, source: str) -> Any:
+        """The metric source for ``--source``: CloudWatch by slot id, else ``None`` (the generic ones)."""
+        kind, _, arg = source.partition("=")
+        if kind != "cloudwatch":
+            return None
+        if self.spec.provider != "aws":
+            raise ConfigError(f"--source cloudwatch reads AWS, not '{self.spec.provider}'",
+                              "use --source prometheus=URL")
+        return cloudwatch_by_slot(self.engine, self.catalog, arg or self.spec.region,
+                                  endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)

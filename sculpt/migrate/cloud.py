@@ -1,0 +1,260 @@
+"""The ``Platform`` adapter for clouds (``engine: pulumi``, provider ``aws``): every step is a stack update.
+
+Why it exists: the orchestrator's blue/green machine (add green at weight 0, shift the weights, remove blue)
+is the same on a cloud; only the verbs differ. Here
+
+- ``apply``/``rollback``/``current`` go through the ``StackEngine`` (``PulumiEngine``): each step is one
+  ``pulumi up`` of the AWS program with a new fleet (the listener's forward weights do the shift);
+- instances and their addresses come from the stack outputs (``instances``: EC2 id and private IP per
+  slot, ``target_groups``: one ARN per colour), health from the ALB's target health
+  (``elbv2:DescribeTargetHealth``): a slot is healthy when its update succeeded and its instance is
+  ``healthy`` in its colour's target group;
+- there is no pause: an ALB cannot hold requests. With ``state_sync: none`` the shift of the weights *is*
+  the handover and ``pause``/``resume`` do nothing. ``http`` sync needs the controller to reach the
+  instances' private addresses (inside the VPC, or over a VPN): it is refused unless the operator says
+  so (``private_reachable``), and then the one-writer guarantee rests on blue's read-only switch alone —
+  writes that arrive during the final delta are refused by the app, not held. ``command`` and ``volume``
+  are refused (not built for clouds);
+- in place is refused: changing the type of a running EC2 instance is a stop/modify/start, not live.
+
+Only the ``PulumiEngine`` touches ``pulumi.automation``; this module calls it as a ``StackEngine`` plus its
+``outputs()``, and calls ELBv2 through boto3.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sculpt.domain.clock import Clock, SystemClock
+from sculpt.domain.errors import ConfigError, NotFoundError, ProviderError
+from sculpt.domain.fleet import Fleet
+from sculpt.domain.spec import FleetSpec
+from sculpt.migrate.port import Checkpoint, Instance
+
+log = logging.getLogger("sculpt.migrate.cloud")
+
+HTTP_TIMEOUT_S = 15.0
+IN_PLACE_BLOCKER = "a cloud resize is a stop/modify/start of the instance, not live"
+
+Health = Callable[[str, str, int], str]
+"""``health(target_group_arn, instance_id, port)`` -> the ALB's target state (``healthy``, ``initial``...)."""
+
+
+class AlbTargetHealth:
+    """``Health`` over ``elbv2:DescribeTargetHealth`` (boto3, adaptive retries)."""
+
+    def __init__(self, region: str, *, client: Any = None, endpoint_url: str | None = None) -> None:
+        if client is None:
+            from sculpt.metrics.cloudwatch import make_client
+
+            client = make_client("elbv2", region, endpoint_url)
+        self.client = client
+
+    def __call__(self, target_group_arn: str, instance_id: str, port: int) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            reply = self.client.describe_target_health(TargetGroupArn=target_group_arn,
+                                                       Targets=[{"Id": instance_id, "Port": port}])
+        except (ClientError, BotoCoreError) as e:
+            raise ProviderError(f"ELBv2 DescribeTargetHealth failed: {e}",
+                                "check AWS credentials, region and elasticloadbalancing:DescribeTargetHealth "
+                                "permission") from None
+        for row in reply.get("TargetHealthDescriptions", []):
+            if row.get("Target", {}).get("Id") == instance_id:
+                return str(row.get("TargetHealth", {}).get("State", "unknown"))
+        return "unregistered"
+
+
+def cloud_blocker(spec: FleetSpec, *, private_reachable: bool = False) -> str | None:
+    """Why ``sculpt watch --mode auto`` cannot morph this cloud fleet (one line), or ``None``."""
+    if spec.provider != "aws":
+        return (f"auto mode on engine: pulumi is built for AWS (ALB weights and target health), "
+                f"not '{spec.provider}'")
+    sync = spec.app.state_sync.strategy
+    if spec.lb.routing == "hash":
+        return "an ALB routes by weight, not by consistent hash (lb.routing: hash)"
+    if sync in ("command", "volume"):
+        return f"state_sync '{sync}' is not built for cloud morphs"
+    if sync == "http" and not private_reachable:
+        return ("state_sync 'http' copies state between the instances' private addresses, which this "
+                "controller is not known to reach, and an ALB cannot pause requests")
+    return None
+
+
+class CloudPlatform:
+    """``Platform`` over a cloud ``StackEngine`` with stack outputs (see the module docstring)."""
+
+    def __init__(self, engine: Any, *, health: Health | None = None, clock: Clock | None = None,
+                 private_reachable: bool = False) -> None:
+        self.engine = engine
+        self.stack: str = engine.stack
+        self.clock = clock or SystemClock()
+        self.private_reachable = private_reachable
+        self._health = health
+        self._zeroed: dict[str, float] = {}  # slot -> when an update took its weight to 0 (monotonic)
+        self._readonly_unsupported = False
+
+    # -- versions ---------------------------------------------------------------------------------------
+    def current(self) -> tuple[int, Fleet]:
+        v, fleet = self.engine.current_version(), self.engine.current()
+        if v is None or fleet is None:
+            raise NotFoundError(f"stack '{self.stack}' has no running version", "run `sculpt up` first")
+        return int(v), fleet
+
+    def apply(self, fleet: Fleet, message: str) -> int:
+        before = self._weights()
+        v = int(self.engine.up(fleet, message))
+        self._note_zeroed(before, fleet)
+        return v
+
+    def rollback(self, version: int, message: str) -> int:
+        before = self._weights()
+        v = int(self.engine.rollback(version, message))
+        self._note_zeroed(before, self.current()[1])
+        return v
+
+    def _weights(self) -> dict[str, int]:
+        fleet = self.engine.current()
+        return {s.id: s.weight for s in fleet.slots} if fleet is not None else {}
+
+    def _note_zeroed(self, before: dict[str, int], fleet: Fleet) -> None:
+        now = self.clock.monotonic()
+        for s in fleet.slots:
+            if s.weight == 0 and before.get(s.id, 0) > 0:
+                self._zeroed[s.id] = now
+            elif s.weight > 0:
+                self._zeroed.pop(s.id, None)
+
+    # -- instances ----------------------------------------------------------------------------------------
+    def _outputs(self) -> dict[str, Any]:
+        return dict(self.engine.outputs())
+
+    def _health_check(self) -> Health:
+        if self._health is None:
+            self._health = AlbTargetHealth(self.current()[1].spec.region)
+        return self._health
+
+    def instances(self) -> dict[str, Instance]:
+        """The current version's slots that the stack outputs name (an instance exists), health from the ALB."""
+        _, fleet = self.current()
+        out = self._outputs()
+        rows = dict(out.get("instances") or {})
+        groups = dict(out.get("target_groups") or {})
+        port = fleet.spec.app.port
+        found = {}
+        for s in fleet.slots:
+            row = rows.get(s.id)
+            if not row or not row.get("id"):
+                continue
+            healthy = self._state(groups.get(s.colour), str(row["id"]), port) == "healthy"
+            ip = row.get("private_ip")
+            found[s.id] = Instance(s.id, s.shape, s.region, healthy, s.weight,
+                                   f"{ip}:{port}" if ip else None)
+        return found
+
+    def _state(self, group: str | None, instance_id: str, port: int) -> str:
+        if not group:
+            return "no target group"
+        return self._health_check()(str(group), instance_id, port)
+
+    def probe(self, slot_id: str) -> bool:
+        inst = self.instances().get(slot_id)
+        return inst is not None and inst.healthy
+
+    # -- traffic ------------------------------------------------------------------------------------------
+    def pause(self) -> None:
+        """An ALB cannot hold requests: nothing to do (the weight shift is the handover)."""
+        log.info("stack '%s': an ALB cannot pause requests; the weight shift is the handover", self.stack)
+
+    def resume(self) -> None:
+        """Nothing was paused."""
+
+    def wait_idle(self, slot_ids: Sequence[str], timeout_s: float) -> bool:
+        """A slot whose weight an update took to 0 is idle once ``lb.drain_s`` has passed since (the ALB
+        sends it no new requests; in-flight ones finish within the drain). A slot that still has weight
+        cannot be drained on an ALB: it counts as idle (no pause; see the module docstring). A slot found at
+        weight 0 that this process did not shift (a restarted controller) starts its drain when first seen."""
+        fleet = self.current()[1]
+        weights = {s.id: s.weight for s in fleet.slots}
+        drain = float(fleet.spec.lb.drain_s)
+        now = self.clock.monotonic()
+        for s in slot_ids:
+            if weights.get(s) == 0 and s not in self._zeroed:
+                self._zeroed[s] = now
+        return all(now - self._zeroed[s] >= drain for s in slot_ids if s in self._zeroed)
+
+    def live_resize_blocker(self) -> str | None:
+        return IN_PLACE_BLOCKER
+
+    def keyed_routing(self) -> bool:
+        return False  # an ALB routes by weight
+
+    def owner(self, key: str, ring: Sequence[tuple[str, int]]) -> str:
+        raise ConfigError("an ALB does not route by key", "use lb.routing: weighted on AWS")
+
+    # -- state transport (http sync, only when the private addresses are reachable) ------------------------
+    def _address(self, slot_id: str) -> str:
+        if not self.private_reachable:
+            raise ConfigError(f"cannot reach {slot_id}'s private address from this controller",
+                              "run the controller inside the VPC and allow it, or use state_sync: none")
+        inst = self.instances().get(slot_id)
+        if inst is None or not inst.address:
+            raise ProviderError(f"slot {slot_id} has no instance in the stack outputs", "see `sculpt status`")
+        return inst.address
+
+    def checkpoint(self, slot_id: str, since: int | None = None) -> Checkpoint:
+        sync = self.current()[1].spec.app.state_sync
+        path = sync.checkpoint_path if since is None else sync.delta_path.replace("{seq}", str(since))
+        status, body = _http(self._address(slot_id), "GET", path)
+        if status != 200:
+            raise ProviderError(f"checkpoint of {slot_id} answered {status}: {body[:120]!r}",
+                                f"check app.state_sync.checkpoint_path ({path})")
+        return Checkpoint.from_json(json.loads(body))
+
+    def restore(self, slot_id: str, checkpoint: Checkpoint) -> None:
+        path = self.current()[1].spec.app.state_sync.restore_path
+        data = json.dumps(checkpoint.to_json(), separators=(",", ":")).encode()
+        status, body = _http(self._address(slot_id), "POST", path, data)
+        if status != 200:
+            raise ProviderError(f"restore into {slot_id} answered {status}: {body[:120]!r}",
+                                f"check app.state_sync.restore_path ({path})")
+
+    def set_readonly(self, slot_id: str, on: bool) -> None:
+        if not self.private_reachable or self._readonly_unsupported:
+            return  # state_sync none: nothing to protect
+        status, body = _http(self._address(slot_id), "POST", f"/admin/readonly?on={int(on)}")
+        if status == 404:
+            self._readonly_unsupported = True
+            log.warning("the app has no /admin/readonly endpoint: without an LB pause, two instances may "
+                        "take writes during the handover")
+        elif status != 200:
+            raise ProviderError(f"read-only {'on' if on else 'off'} for {slot_id} answered {status}: {body[:80]!r}",
+                                "see the instance's log")
+
+    def data_dir(self, slot_id: str) -> Path | None:
+        return None
+
+    def instance_url(self, slot_id: str) -> str | None:
+        inst = self.instances().get(slot_id)
+        return f"http://{inst.address}" if inst is not None and inst.address else None
+
+
+def _http(address: str, method: str, path: str, body: bytes | None = None,
+          timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, bytes]:
+    host, _, port = address.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except (OSError, http.client.HTTPException) as e:
+        raise ProviderError(f"{method} {path} on {address} failed: {e}",
+                            "is the controller inside the VPC, and does the app security group allow it?") from None
+    finally:
+        conn.close()
