@@ -23,8 +23,6 @@ Only the ``PulumiEngine`` touches ``pulumi.automation``; this module calls it as
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,10 +33,11 @@ from sculpt.domain.errors import ConfigError, NotFoundError, ProviderError
 from sculpt.domain.fleet import Fleet
 from sculpt.domain.spec import FleetSpec
 from sculpt.migrate.port import Checkpoint, Instance
+from sculpt.migrate.transport import fetch_checkpoint, push_restore, switch_readonly
 
 log = logging.getLogger("sculpt.migrate.cloud")
 
-HTTP_TIMEOUT_S = 15.0
+_FIX = "is the controller inside the VPC, and does the app security group allow it?"
 IN_PLACE_BLOCKER = "a cloud resize is a stop/modify/start of the instance, not live"
 
 Health = Callable[[str, str, int], str]
@@ -210,32 +209,19 @@ class CloudPlatform:
 
     def checkpoint(self, slot_id: str, since: int | None = None) -> Checkpoint:
         sync = self.current()[1].spec.app.state_sync
-        path = sync.checkpoint_path if since is None else sync.delta_path.replace("{seq}", str(since))
-        status, body = _http(self._address(slot_id), "GET", path)
-        if status != 200:
-            raise ProviderError(f"checkpoint of {slot_id} answered {status}: {body[:120]!r}",
-                                f"check app.state_sync.checkpoint_path ({path})")
-        return Checkpoint.from_json(json.loads(body))
+        return fetch_checkpoint(self._address(slot_id), slot_id, sync, since, fix=_FIX)
 
     def restore(self, slot_id: str, checkpoint: Checkpoint) -> None:
-        path = self.current()[1].spec.app.state_sync.restore_path
-        data = json.dumps(checkpoint.to_json(), separators=(",", ":")).encode()
-        status, body = _http(self._address(slot_id), "POST", path, data)
-        if status != 200:
-            raise ProviderError(f"restore into {slot_id} answered {status}: {body[:120]!r}",
-                                f"check app.state_sync.restore_path ({path})")
+        sync = self.current()[1].spec.app.state_sync
+        push_restore(self._address(slot_id), slot_id, sync, checkpoint, fix=_FIX)
 
     def set_readonly(self, slot_id: str, on: bool) -> None:
         if not self.private_reachable or self._readonly_unsupported:
             return  # state_sync none: nothing to protect
-        status, body = _http(self._address(slot_id), "POST", f"/admin/readonly?on={int(on)}")
-        if status == 404:
+        if not switch_readonly(self._address(slot_id), slot_id, on, fix=_FIX):
             self._readonly_unsupported = True
             log.warning("the app has no /admin/readonly endpoint: without an LB pause, two instances may "
                         "take writes during the handover")
-        elif status != 200:
-            raise ProviderError(f"read-only {'on' if on else 'off'} for {slot_id} answered {status}: {body[:80]!r}",
-                                "see the instance's log")
 
     def data_dir(self, slot_id: str) -> Path | None:
         return None
@@ -243,18 +229,3 @@ class CloudPlatform:
     def instance_url(self, slot_id: str) -> str | None:
         inst = self.instances().get(slot_id)
         return f"http://{inst.address}" if inst is not None and inst.address else None
-
-
-def _http(address: str, method: str, path: str, body: bytes | None = None,
-          timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, bytes]:
-    host, _, port = address.rpartition(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
-    try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    except (OSError, http.client.HTTPException) as e:
-        raise ProviderError(f"{method} {path} on {address} failed: {e}",
-                            "is the controller inside the VPC, and does the app security group allow it?") from None
-    finally:
-        conn.close()

@@ -9,8 +9,6 @@ to the instances (the app's checkpoint/restore endpoints, as ``sculpt.yaml`` nam
 from __future__ import annotations
 
 import bisect
-import http.client
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -20,10 +18,11 @@ from typing import Any
 from sculpt.domain.errors import NotFoundError, ProviderError
 from sculpt.domain.fleet import Fleet
 from sculpt.migrate.port import Checkpoint, Instance
+from sculpt.migrate.transport import fetch_checkpoint, http_call, push_restore, switch_readonly
 
 log = logging.getLogger("sculpt.migrate.local")
 
-HTTP_TIMEOUT_S = 15.0
+_FIX = "see `sculpt status` and the instance log"
 
 
 class LocalPlatform:
@@ -88,7 +87,7 @@ class LocalPlatform:
             return False
         path = self.current()[1].spec.app.health_path
         try:
-            status, _ = _http(str(row["address"]), "GET", path, timeout_s=2.0)
+            status, _ = http_call(str(row["address"]), "GET", path, timeout_s=2.0)
         except ProviderError:
             return False
         return 200 <= status < 300
@@ -154,31 +153,18 @@ class LocalPlatform:
 
     def checkpoint(self, slot_id: str, since: int | None = None) -> Checkpoint:
         sync = self.current()[1].spec.app.state_sync
-        path = sync.checkpoint_path if since is None else sync.delta_path.replace("{seq}", str(since))
-        status, body = _http(self._address(slot_id), "GET", path)
-        if status != 200:
-            raise ProviderError(f"checkpoint of {slot_id} answered {status}: {body[:120]!r}",
-                                f"check app.state_sync.checkpoint_path ({path})")
-        return Checkpoint.from_json(json.loads(body))
+        return fetch_checkpoint(self._address(slot_id), slot_id, sync, since, fix=_FIX)
 
     def restore(self, slot_id: str, checkpoint: Checkpoint) -> None:
-        path = self.current()[1].spec.app.state_sync.restore_path
-        data = json.dumps(checkpoint.to_json(), separators=(",", ":")).encode()
-        status, body = _http(self._address(slot_id), "POST", path, data)
-        if status != 200:
-            raise ProviderError(f"restore into {slot_id} answered {status}: {body[:120]!r}",
-                                f"check app.state_sync.restore_path ({path})")
+        sync = self.current()[1].spec.app.state_sync
+        push_restore(self._address(slot_id), slot_id, sync, checkpoint, fix=_FIX)
 
     def set_readonly(self, slot_id: str, on: bool) -> None:
         if self._readonly_unsupported:
             return
-        status, body = _http(self._address(slot_id), "POST", f"/admin/readonly?on={int(on)}")
-        if status == 404:
+        if not switch_readonly(self._address(slot_id), slot_id, on, fix=_FIX):
             self._readonly_unsupported = True
             log.warning("the app has no /admin/readonly endpoint: one writer rests on the LB pause alone")
-        elif status != 200:
-            raise ProviderError(f"read-only {'on' if on else 'off'} for {slot_id} answered {status}: {body[:80]!r}",
-                                "see the instance log")
 
     def data_dir(self, slot_id: str) -> Path | None:
         row = self._rows().get(slot_id)
@@ -188,19 +174,3 @@ class LocalPlatform:
 
     def instance_url(self, slot_id: str) -> str | None:
         return f"http://{self._address(slot_id)}"
-
-
-def _http(address: str, method: str, path: str, body: bytes | None = None,
-          timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, bytes]:
-    host, _, port = address.rpartition(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
-    try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    except (OSError, http.client.HTTPException) as e:
-        raise ProviderError(f"{method} {path} on {address} failed: {e}",
-                            "see `sculpt status` and the instance log") from None
-    finally:
-        conn.close()

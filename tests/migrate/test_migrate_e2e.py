@@ -29,8 +29,9 @@ from sculpt.domain.spec import load_spec
 from sculpt.engine.local import LocalEngine
 from sculpt.ledger import Ledger
 from sculpt.migrate import recover
-from sculpt.migrate.local import LocalPlatform, _http
+from sculpt.migrate.local import LocalPlatform
 from sculpt.migrate.states import BLUE_GREEN_STEPS
+from sculpt.migrate.transport import http_call as _http
 from sculpt.providers.local.cgroups import detect_mode
 from sculpt.providers.local.client import AgentClient
 from sculpt.providers.local.provider import LocalProvider
