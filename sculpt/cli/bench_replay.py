@@ -17,9 +17,21 @@ from sculpt.cli.bench import app
 OutOpt = Annotated[Path | None, typer.Option("--out", help="also write the JSON here")]
 
 
-def _emit(data: dict[str, Any], out: Path | None) -> None:
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the JSON instead of the figures as lines")]
+
+
+def _lines(data: Any, prefix: str = "") -> list[str]:
+    """Figures as ``a.b.c: value`` lines, for people."""
+    if isinstance(data, dict):
+        return [line for k, v in data.items() for line in _lines(v, f"{prefix}{k}.")]
+    if isinstance(data, list) and len(data) > 8:
+        return [f"{prefix.rstrip('.')}: [{len(data)} values]"]
+    return [f"{prefix.rstrip('.')}: {data}"]
+
+
+def _emit(data: dict[str, Any], out: Path | None, json_out: bool = False) -> None:
     text = json.dumps(data, indent=2)
-    typer.echo(text)
+    typer.echo(text if json_out else "\n".join(_lines(data)))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
@@ -33,6 +45,7 @@ def bench_replay(
         = "river",
     region: Annotated[str, typer.Option()] = "us-east-1",
     out: OutOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Full replay (four policies) with the targets checked: sculpt vs oracle, static and reactive."""
     import os
@@ -74,7 +87,7 @@ def bench_replay(
                     "wall_le_120s": read_s + r.elapsed_s <= 120.0},
         "note": "wall time measured on a shared 2-core machine: noisy",
     })
-    _emit(res, out)
+    _emit(res, out, json_out)
 
 
 @app.command("tick")
@@ -84,6 +97,7 @@ def bench_tick(
     model: Annotated[str, typer.Option(help="forecast model")] = "ensemble",
     seed: Annotated[int, typer.Option()] = 0,
     out: OutOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """predict + decide for N synthetic streams per tick: p50/p95 tick ms (and the decide share)."""
     import time
@@ -124,13 +138,14 @@ def bench_tick(
            "p50_ms": round(float(np.median(total)), 3), "p95_ms": round(float(np.percentile(total, 95)), 3),
            "mean_ms": round(float(np.mean(total)), 3),
            "forecast_and_decide_p50_ms": round(float(np.median(decide_ms)), 3),
-           "note": "learn + forecast + decide per tick; shared 2-core machine: noisy"}, out)
+           "note": "learn + forecast + decide per tick; shared 2-core machine: noisy"}, out, json_out)
 
 
 @app.command("cli")
 def bench_cli(
     runs: Annotated[int, typer.Option(help="timed runs")] = 5,
     out: OutOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Start-up time of `sculpt --help` (a fresh interpreter each run): p50/min/max ms."""
     import statistics
@@ -150,4 +165,4 @@ def bench_cli(
     heavy = [m for m in probe.stdout.strip().split(",") if m]
     _emit({"runs": runs, "p50_ms": round(statistics.median(times), 1), "min_ms": round(min(times), 1),
            "max_ms": round(max(times), 1), "heavy_modules_imported": heavy,
-           "note": "includes interpreter start-up; shared 2-core machine: noisy"}, out)
+           "note": "includes interpreter start-up; shared 2-core machine: noisy"}, out, json_out)

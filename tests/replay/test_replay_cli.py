@@ -68,7 +68,9 @@ def test_bench_tick_and_cli_write_json(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert data["instances"] == 40 and data["p95_ms"] >= data["p50_ms"] > 0
-    r = runner.invoke(app, ["bench", "cli", "--runs", "1"])
+    r = runner.invoke(app, ["bench", "cli", "--runs", "1", "--json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["heavy_modules_imported"] == []
+    r = runner.invoke(app, ["bench", "cli", "--runs", "1"])
+    assert r.exit_code == 0 and "p50_ms: " in r.stdout
