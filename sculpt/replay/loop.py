@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from sculpt.decide.cost import DEFAULT_COST, CostModel
-from sculpt.decide.decision import BatchDecision, ForecastColumns, decide_many, upper
+from sculpt.decide.decision import BatchDecision, Columns, ForecastColumns, decide_many, upper
 from sculpt.decide.state import DecisionState
 from sculpt.domain.catalog import CatalogArrays
 from sculpt.domain.clock import Clock
@@ -123,20 +123,8 @@ NOWCAST_SPREAD = 0.5  # the spread kept above a reading is at most half of it: a
 # hour with a wide interval must not have that whole width stacked on top of a burst it did not foresee
 
 
-@dataclass(frozen=True)
-class _Floored:
-    cpu_p50: np.ndarray
-    cpu_p95: np.ndarray
-    cpu_hi: np.ndarray
-    mem_p50: np.ndarray
-    mem_p95: np.ndarray
-    mem_hi: np.ndarray
-    confidence: np.ndarray
-    samples: np.ndarray
-
-
 def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray, recall: np.ndarray | None = None,
-            mem_recall: bool = True) -> _Floored:
+            mem_recall: bool = True) -> Columns:
     """The forecast floored by what is happening now: the next minutes look like the last one.
 
     Models forecast the horizon from closed periods (hourly); between closes, a demand already above a
@@ -170,7 +158,7 @@ def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray, recall: np.nd
                        m95)
     if recall is not None and mem_recall:
         new_m95 = np.where(has_mem, np.fmax(new_m95, recall[:, 1]), new_m95)
-    return _Floored(cpu_p50=new_c50, cpu_p95=new_c95, cpu_hi=new_c95, mem_p50=new_m50, mem_p95=new_m95, mem_hi=new_m95,
+    return Columns(cpu_p50=new_c50, cpu_p95=new_c95, cpu_hi=new_c95, mem_p50=new_m50, mem_p95=new_m95, mem_hi=new_m95,
                     confidence=np.asarray(fc.confidence), samples=np.asarray(fc.samples))
 
 
