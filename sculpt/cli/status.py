@@ -24,7 +24,11 @@ def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: Json
     finally:
         w.close()
     assert w.spec is not None
-    base = {"stack": w.stack, "engine": w.spec.engine, "provider": w.spec.provider}
+    from sculpt.forecast import capabilities
+
+    forecast = capabilities()  # cheap: never imports torch
+    base = {"stack": w.stack, "engine": w.spec.engine, "provider": w.spec.provider,
+            "forecast": {"models": forecast["models"], "ensemble": forecast["ensemble"], "notes": forecast["notes"]}}
     if live is None:
         if json_out:
             emit_json({**base, "version": None, "lb": None, "instances": [],
@@ -53,3 +57,6 @@ def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: Json
                   f"{i['cpu_limit']:g}" if i["cpu_limit"] is not None else "-", str(i["mem_limit_mb"]),
                   str(i.get("restarts", 0)))
     Console(width=None if is_tty() else 160).print(t)
+    typer.echo(f"forecasting: ensemble {forecast['ensemble']}; models {', '.join(forecast['models'])}")
+    for note in forecast["notes"]:
+        typer.echo(f"note: {note}")

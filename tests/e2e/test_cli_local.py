@@ -218,3 +218,12 @@ def test_an_app_that_never_becomes_healthy_times_out_with_a_clear_error(cli: Cli
     one_line_error(cli("up", "--timeout", "1", code=1), "is not healthy after 1s")
     assert [h["result"] for h in cli.json("history")] == ["failed"]
     assert cli.json("status", code=1)["instances"] == []
+
+
+def test_status_says_which_forecasting_models_run(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli.json("up")
+    assert cli.json("status")["forecast"]["ensemble"] == "river+lstm"  # the dev install has torch
+    monkeypatch.setenv("SCULPT_NO_TORCH", "1")  # as on a machine without the lstm extra
+    st = cli.json("status")
+    assert st["forecast"]["ensemble"] == "river-only" and "lstm" not in st["forecast"]["models"]
+    assert "the ensemble runs river-only" in cli("status").stdout
