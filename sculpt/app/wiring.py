@@ -157,3 +157,38 @@ def recover_unfinished(w: Wiring) -> list[str]:
 
     return [f"recovered interrupted morph {r.migration_id}: {r.result}"
             for r in recover(w.state_dir, w.stack, ledger=w.ledger)]
+
+
+def morph_platform(w: Wiring) -> tuple[Any, Any]:
+    """The migration platform and step timeouts for ``sculpt morph`` on this stack's engine.
+
+    ``local``: the agent's platform (the agent must be running). ``pulumi`` on AWS: the cloud platform
+    (each step a stack update, health from the ALB); what it cannot morph safely is refused in one line.
+    """
+    from sculpt.domain.errors import ProviderError
+    from sculpt.migrate import Timeouts
+
+    assert w.spec is not None
+    if w.engine.name == "local":
+        from sculpt.migrate.local import LocalPlatform
+
+        platform = LocalPlatform(w.engine, w.state_dir)
+        if not platform.client.running():
+            raise ProviderError(f"no agent is running for stack '{w.stack}'", "run `sculpt up` first")
+        return platform, None
+    import os
+
+    from sculpt.app.cloud import REACHABLE_ENV, CloudWiring
+    from sculpt.migrate.cloud import cloud_blocker
+
+    why = cloud_blocker(w.spec, private_reachable=os.environ.get(REACHABLE_ENV, "") in ("1", "true", "yes"))
+    if why:
+        raise ConfigError(f"cannot morph '{w.stack}' on the cloud: {why}",
+                          "set app.state_sync.strategy: none for a stateless app (the ALB weight shift is the "
+                          f"handover), or set {REACHABLE_ENV}=1 when this controller runs inside the VPC")
+    cw = CloudWiring.of(w.engine, w.catalog, w.spec, mode="recommend")
+    if cw.platform is None:
+        raise ConfigError(f"`sculpt morph` on provider '{w.spec.provider}' is not built yet",
+                          "use provider aws, or change the shape in sculpt.yaml and run `sculpt up`")
+    assert isinstance(cw.timeouts, Timeouts)
+    return cw.platform, cw.timeouts

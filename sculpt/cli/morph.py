@@ -39,25 +39,21 @@ def command(
     import os
     import signal
 
-    from sculpt.app.wiring import wire
+    from sculpt.app.wiring import morph_platform, wire
     from sculpt.domain.clock import SystemClock
-    from sculpt.domain.errors import ConfigError, ProviderError
+    from sculpt.domain.errors import ConfigError
     from sculpt.migrate import MorphRequest, Orchestrator, Timeouts, parse_faults, recover
     from sculpt.migrate.faults import FAULT_ENV
-    from sculpt.migrate.local import LocalPlatform
     from sculpt.migrate.states import Step
 
     faults = parse_faults(fault if fault is not None else os.environ.get(FAULT_ENV))
     w = wire(spec)
     try:
-        if w.spec is None or w.engine.name != "local":
-            raise ConfigError(f"`sculpt morph` drives the local engine, not '{w.engine.name}'",
-                              "set engine: local (cloud morphs go through `sculpt up` with a new shape)")
-        for rep in recover(w.state_dir, w.stack, ledger=w.ledger):
+        if w.spec is None:
+            raise ConfigError("no fleet spec was given", "pass --spec sculpt.yaml")
+        platform, cloud_timeouts = morph_platform(w)
+        for rep in recover(w.state_dir, w.stack, ledger=w.ledger, platform=platform, timeouts=cloud_timeouts):
             typer.echo(f"recovered interrupted morph {rep.migration_id}: {rep.result}", err=True)
-        platform = LocalPlatform(w.engine, w.state_dir)
-        if not platform.client.running():
-            raise ProviderError(f"no agent is running for stack '{w.stack}'", "run `sculpt up` first")
         _, current = platform.current()
         target_shape = shape or current.slots[0].shape
         target_region = region or current.slots[0].region
@@ -71,9 +67,9 @@ def command(
             else:
                 typer.echo(f"[{step.replica}] {step.state.value} done in {step.ended - step.started:.2f}s", err=True)
 
-        orch = Orchestrator(platform, w.ledger, SystemClock(), faults=faults, progress=show,
-                            timeouts=Timeouts(healthy_s=timeout, step_s=step_timeout,
-                                             drain_s=max(w.spec.lb.drain_s, 1.0)))
+        timeouts = cloud_timeouts or Timeouts(healthy_s=timeout, step_s=step_timeout,
+                                              drain_s=max(w.spec.lb.drain_s, 1.0))
+        orch = Orchestrator(platform, w.ledger, SystemClock(), faults=faults, progress=show, timeouts=timeouts)
         if faults.active:
             typer.echo(f"injecting fault: {faults}", err=True)
         signal.signal(signal.SIGTERM, _interrupt)  # `kill` rolls back like Ctrl-C; only SIGKILL cannot
