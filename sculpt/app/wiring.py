@@ -108,13 +108,26 @@ def make_engine(spec: FleetSpec, ledger: Ledger, catalog: Catalog, home: Path, *
     return factory(spec, ledger, catalog, home)
 
 
+def catalog_for(spec: FleetSpec, home: Path, spec_dir: Path | None = None) -> Catalog:
+    """The catalog a stack prices with: ``catalog_file`` from the spec (relative to the spec), else the one
+    ``sculpt catalog refresh`` wrote to ``<state dir>/catalog/<provider>.csv``, else the built-in one."""
+    provider = spec.provider
+    if spec.catalog_file:
+        p = Path(spec.catalog_file)
+        return load_catalog(provider, p if p.is_absolute() or spec_dir is None else spec_dir / p)
+    refreshed = home / "catalog" / f"{provider}.csv"
+    if provider in ("aws", "gcp") and refreshed.exists():
+        return load_catalog(provider, refreshed)
+    return load_catalog(provider)
+
+
 def wire(spec_path: str | Path, *, apply_timeout_s: float = 30.0) -> Wiring:
     """Load the spec at ``spec_path`` and build its ledger, catalog and engine."""
     path = Path(spec_path)
     spec = load_spec(path)
     home = state_dir(path)
     ledger = Ledger(home / "ledger.db")
-    catalog = load_catalog(spec.provider if spec.provider != "sim" else "sim")
+    catalog = catalog_for(spec, home, path.resolve().parent)
     engine = make_engine(spec, ledger, catalog, home, apply_timeout_s=apply_timeout_s)
     return Wiring(spec.fleet, home, ledger, catalog, engine, spec, path)
 
@@ -141,7 +154,7 @@ def wire_stack(stack: str | None, spec_path: str | Path) -> Wiring:
     from sculpt.domain.spec import parse_spec
 
     spec = parse_spec(last.spec, f"stack '{stack}'")
-    catalog = load_catalog(spec.provider)
+    catalog = catalog_for(spec, home)
     return Wiring(stack, home, ledger, catalog, make_engine(spec, ledger, catalog, home), spec, None)
 
 

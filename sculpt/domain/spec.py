@@ -131,6 +131,9 @@ class FleetSpec(_Frozen):
     policy: Policy = Policy()
     tags: dict[str, str] = Field(default_factory=dict)
     backend_url: str | None = Field(None, description="Pulumi backend URL (engine: pulumi); default file://")
+    catalog_file: str | None = Field(
+        None, description="catalog CSV to price with (e.g. from `sculpt catalog refresh`); default: built-in"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetSpec:
