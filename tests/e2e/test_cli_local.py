@@ -12,8 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sculpt.cli.main import app
+from tests.helpers import http
 
 pytestmark = pytest.mark.e2e
 
@@ -71,16 +70,6 @@ def cli(sculpt_home: Path, tmp_path: Path) -> Iterator[Cli]:
     for p in survivors:
         os.kill(p, signal.SIGKILL)
     assert survivors == [], f"processes survived `sculpt down`: {survivors}"
-
-
-def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, e.read()
 
 
 def cpu_quota_of(pid: int) -> int | None:

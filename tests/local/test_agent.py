@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from sculpt.domain.spec import parse_spec
 from sculpt.providers.local.agent import AgentPaths
 from sculpt.providers.local.cgroups import detect_mode
 from sculpt.providers.local.client import AgentClient, agent_command, ensure_agent
+from tests.helpers import http
 
 pytestmark = pytest.mark.e2e
 
@@ -55,16 +55,6 @@ def fleet(replicas: int = 1, shape: str = "std-0.5c-512m", **extra: Any) -> Flee
     data = {"fleet": "web", "shape": shape, "region": "local-a",
             "replicas": {"min": 0, "max": 3, "desired": replicas}, **extra}
     return Fleet.from_spec(parse_spec(data))
-
-
-def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, e.read()
 
 
 def cgroup_cpu_quota(pid: int) -> int:
