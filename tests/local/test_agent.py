@@ -259,6 +259,29 @@ def test_a_new_agent_stops_instances_left_by_a_killed_one(agent: Tracked) -> Non
     wait_until(lambda: gone(orphan), what="the new agent to stop the orphan")
 
 
+def test_leftovers_are_killed_without_waiting_for_whoever_adopted_them_to_reap_them(tmp_path: Path) -> None:
+    """A killed agent's instances are adopted by init, which may reap them late (or, in a container, never):
+    the next agent waits until they are dead, not until they are reaped (it used to wait up to 5 s for
+    each, which could outlast ``ensure_agent``'s start budget). Here the test process is the parent that
+    has not reaped yet."""
+    import json
+
+    from sculpt.providers.local.agent import Agent
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        a = Agent(tmp_path / "state", "web", mode="affinity+rlimit")
+        a.paths.dir.mkdir(parents=True)
+        rec = {"uid": "web-0", "pid": child.pid, "create_time": psutil.Process(child.pid).create_time()}
+        a.paths.state.write_text(json.dumps({"lb_port": None, "instances": [rec]}))
+        a._kill_leftovers()
+        assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE  # dead, left to its parent
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+
 def test_the_agent_reads_every_local_catalog_shape_from_its_name() -> None:
     from sculpt.catalog import local_catalog
     from sculpt.providers.local.agent import parse_local_shape

@@ -244,6 +244,39 @@ def test_active_health_check_marks_a_dead_backend_down(
     assert call(lb.address, "GET", "/healthz")[0] == 502
 
 
+def test_check_readmits_a_restarted_backend_without_waiting_for_a_health_round(
+        tmp_path: Path, make_lb: Callable[..., LoadBalancer]) -> None:
+    """What the agent does once a restarted instance answers: from ``check() is True`` on, the LB routes to
+    it (no 502 until its next health round, which here is a minute away)."""
+    proc, port = spawn(tmp_path / "r", "r")
+    try:
+        lb = make_lb([Backend("r", "127.0.0.1", port)], health_interval_s=60)
+
+        def rounds_past(n: int) -> None:
+            deadline = time.monotonic() + 10
+            while lb.stats()["health_rounds"] <= n and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert lb.stats()["health_rounds"] > n
+
+        rounds_past(0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        before = lb.stats()["health_rounds"]
+        assert call(lb.address, "GET", "/healthz")[0] == 502   # the failed request marks it down ...
+        rounds_past(before)                                      # ... and triggers one round, then none
+        assert lb.check("r") is False
+        proc, _ = spawn(tmp_path / "r", "r", port=port)          # restarted on the same port
+        assert call(lb.address, "GET", "/healthz")[0] == 502   # still down: no round has seen it
+        assert lb.check("r") is True
+        assert call(lb.address, "GET", "/healthz")[:3:2] == (200, "r")
+        assert lb.health() == {"r": True}
+        assert lb.check("nope") is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 def test_port_in_use_is_a_config_error() -> None:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -413,7 +413,8 @@ def lonely(tmp_path: Path) -> Iterator[Stack]:
 @pytest.mark.parametrize("state", ["SHIFT", "DRAIN_BLUE"])
 def test_recovery_works_even_when_the_agent_died_with_the_controller(lonely: Stack, state: str) -> None:
     """Controller and agent both SIGKILLed mid-morph (say, the machine lost power): the next command
-    restarts the agent through the engine and finishes the migration; no acknowledged write is lost."""
+    restarts the agent through the engine and finishes the migration; no acknowledged write is lost.
+    (The agent is killed with its LB holding requests, so no write is in doubt when it dies.)"""
     import signal
 
     target = lonely.other_shape()
@@ -424,6 +425,15 @@ def test_recovery_works_even_when_the_agent_died_with_the_controller(lonely: Sta
         time.sleep(0.6)
         proc = sculpt_morph(lonely, "--shape", target, "--strategy", "blue-green", "--fault", f"crash-at:{state}")
         assert proc.returncode == -9
+        # The LB dies with the agent. A write it had already sent to green would be applied without its
+        # answer ever reaching the load generator, which would then count the value it left as lost (or a
+        # read of it as stale). So hold new requests and let those sent answer: every write is then either
+        # acknowledged or never applied, and the check below stays exact.
+        lonely.client.pause()
+        deadline = time.monotonic() + 30.0
+        while lonely.client.stats()["in_flight"]:
+            assert time.monotonic() < deadline, "requests sent to the fleet never answered"
+            time.sleep(0.005)
         os.kill(agent_pid, signal.SIGKILL)
         time.sleep(0.3)
         (rep,) = recover(lonely.home, lonely.name)

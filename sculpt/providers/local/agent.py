@@ -285,6 +285,7 @@ class Agent:
         """Stop instances a previous agent of this stack left behind when it was killed outright."""
         import psutil
 
+        killed = []
         for rec in self._load_state().get("instances", []):
             try:
                 p = psutil.Process(int(rec["pid"]))
@@ -293,9 +294,17 @@ class Agent:
                 log.warning("stopping leftover instance %s (pid %d) of a previous agent", rec.get("uid"), p.pid)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
+                killed.append(p)
             except (psutil.Error, KeyError, ValueError, TypeError):
                 continue
+        # Wait until they are dead (their ports and data dirs free), not until reaped: they are not our
+        # children, and reaping is up to whatever adopted them (init in a container may take seconds, or
+        # never do it), so ``Process.wait`` would cost its whole timeout per instance.
+        deadline = time.monotonic() + 5.0
+        while (alive := [p for p in killed if not _dead(p)]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for p in alive:
+            log.warning("leftover instance pid %d is still running after SIGKILL", p.pid)
 
     # -- requests -----------------------------------------------------------------------------------------
     def dispatch(self, req: dict[str, Any]) -> Any:
@@ -522,10 +531,12 @@ class Agent:
             return
         from sculpt.providers.local.lb import Backend
 
+        # under the lock: the supervisor (a restart on a new port) and an apply may sync at the same time,
+        # and the LB must end up with the later snapshot, not whichever set_backends ran last
         with self._lock:
             backends = [Backend(id=i.uid, host="127.0.0.1", port=i.port, weight=i.slot.weight)
                         for i in sorted(self.instances.values(), key=lambda i: i.slot.id)]
-        self.lb.set_backends(backends)
+            self.lb.set_backends(backends)
 
     # -- live changes -------------------------------------------------------------------------------------
     def resize(self, slot_id: str, shape: Shape) -> dict[str, Any]:
@@ -576,7 +587,8 @@ class Agent:
             if i.alive():
                 if now - self._last_probe.get(i.uid, 0.0) >= HEALTH_EVERY_S:
                     self._last_probe[i.uid] = now
-                    i.healthy = inst_mod.probe_health(i.port, i.health_path, timeout_s=1.0)
+                    ok = inst_mod.probe_health(i.port, i.health_path, timeout_s=1.0)
+                    i.healthy = ok and (i.healthy or self._lb_readmits(i))
                 continue
             i.healthy = False
             if i.next_restart == 0.0:
@@ -606,11 +618,33 @@ class Agent:
                 self._sync_lb()
             self._save_state()
 
+    def _lb_readmits(self, i: Instance) -> bool:
+        """An instance answers again (after a restart, or a hang): have the LB check it now, so ``status``
+        never calls healthy an instance the LB still refuses to route to until its next health round."""
+        lb = self.lb
+        if lb is None:
+            return True
+        try:
+            return lb.check(i.uid) is not False  # None: not an LB backend (nothing to agree with)
+        except Exception:  # noqa: BLE001 - the LB being restarted or stopped: ask again on the next probe
+            log.warning("the load balancer could not check %s", i.uid, exc_info=True)
+            return False
+
 
 def _app_changed(inst: Instance, spec: FleetSpec) -> bool:
     """Did the spec change how the instance's process is started (command, env, health path)?"""
     return (inst.template != spec.app.command or inst.env != dict(spec.app.env)
             or inst.health_path != spec.app.health_path)
+
+
+def _dead(p: Any) -> bool:
+    """True once ``p`` (a ``psutil.Process``) has exited: gone, reused, or a zombie nobody reaped yet."""
+    import psutil
+
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 def _stop_all(insts: list[Instance], enforcer: Enforcer) -> None:

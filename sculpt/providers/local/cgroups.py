@@ -330,7 +330,7 @@ def detect_mode(root: Path = CGROUP_ROOT) -> Mode:
             from sculpt.domain.errors import ConfigError
 
             raise ConfigError(f"SCULPT_ENFORCEMENT='{forced}' is not a mode", f"use one of: {', '.join(MODES)}")
-        return forced  # type: ignore[return-value]
+        return forced
     if CgroupV2.usable(root) and not (root / "cpu" / "cpu.cfs_quota_us").exists():
         return "cgroup-v2"
     if CgroupV1.usable(root):

@@ -149,7 +149,7 @@ class LoadBalancer:
     """HTTP/1.1 reverse proxy with weighted/hash routing, health checks, draining and pause (see module doc).
 
     All public methods are thread-safe; the blocking ones (``pause``, ``resume``, ``set_backends``,
-    ``stats``, ``wait_idle``) must not be called from the LB's own loop thread.
+    ``stats``, ``wait_idle``, ``check``) must not be called from the LB's own loop thread.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, routing: str = "weighted",
@@ -169,6 +169,9 @@ class LoadBalancer:
         # consistent snapshot; mutated only on the loop thread (or before start).
         self._backends: dict[str, Backend] = {}
         self._healthy: dict[str, bool] = {}
+        # loop time at which the check behind each verdict started: a verdict only replaces one from an
+        # earlier check, so a slow health round never overwrites what a newer check (or failure) found
+        self._verdict_t: dict[str, float] = {}
         self._ring: tuple[list[int], list[str]] = ([], [])
         self._swrr: dict[str, int] = {}
         self._bstats: dict[str, _BStats] = {}
@@ -351,7 +354,12 @@ class LoadBalancer:
             self._pause_token += 1
             if auto_resume_s is not None and self._loop is not None:
                 token = self._pause_token
-                self._loop.call_later(auto_resume_s, lambda: self._pause_token == token and self._resume_now())
+
+                def safety_net() -> None:
+                    if self._pause_token == token:  # no newer pause since
+                        self._resume_now()
+
+                self._loop.call_later(auto_resume_s, safety_net)
 
         self._call(go)
 
@@ -381,6 +389,40 @@ class LoadBalancer:
     def health(self) -> dict[str, bool]:
         """The latest health verdict per current backend."""
         return dict(self._healthy)
+
+    def check(self, backend_id: str) -> bool | None:
+        """Run an active health check of ``backend_id`` now and make its verdict the one routing uses;
+        return it (``None`` when no current backend has that id, or the LB is not running).
+
+        For a supervisor that has just restarted a backend's process: once this returns True the LB routes
+        to it, instead of refusing it (502) until its next health round."""
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return None
+        return asyncio.run_coroutine_threadsafe(self._check(backend_id), loop).result(timeout=10)
+
+    async def _check(self, backend_id: str) -> bool | None:
+        task = asyncio.current_task()
+        if task is not None:  # cancelled by stop() like the LB's own tasks (the caller then gets an error)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        b = self._backends.get(backend_id)
+        if b is None:
+            return None
+        started = self._now()
+        ok = await self._probe(b)
+        self._record({b: ok}, started)
+        return ok
+
+    def _record(self, verdicts: dict[Backend, bool], started: float) -> None:
+        """Keep the verdicts of checks that started at ``started`` for backends still current, unless a
+        check that started later (or a request that failed later) already gave one."""
+        current, seen = self._backends, self._verdict_t
+        fresh = {b.id: ok for b, ok in verdicts.items()
+                 if current.get(b.id) == b and seen.get(b.id, float("-inf")) <= started}
+        if fresh:
+            self._healthy = {**self._healthy, **fresh}
+            self._verdict_t = {**seen, **dict.fromkeys(fresh, started)}
 
     def owner(self, key: str) -> str | None:
         """Where a request for ``key`` goes under hash routing: the first healthy backend clockwise."""
@@ -452,10 +494,9 @@ class LoadBalancer:
         while True:
             self._probe_now.clear()
             backends = list(self._backends.values())
+            started = self._now()
             results = await asyncio.gather(*(self._probe(b) for b in backends))
-            current = self._backends
-            self._healthy = {**self._healthy,
-                             **{b.id: ok for b, ok in zip(backends, results, strict=True) if current.get(b.id) == b}}
+            self._record(dict(zip(backends, results, strict=True)), started)
             self._health_rounds += 1
             try:
                 async with asyncio.timeout(self.health_interval_s):
@@ -569,6 +610,7 @@ class LoadBalancer:
             client.respond(504, b"backend timed out\n", True)
             return
         self._healthy = {**self._healthy, b.id: False}   # down until an active check passes
+        self._verdict_t = {**self._verdict_t, b.id: self._now()}  # a check begun before this failure is stale
         if self._probe_now is not None:
             self._probe_now.set()
         if req.method in _IDEMPOTENT and len(tried) < 2 and not client.closed:
