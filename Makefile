@@ -27,6 +27,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check sculpt tests stacks policies
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 check: lint test
 

@@ -253,7 +253,9 @@ def serve(app: FastAPI, address: str, token: str = "", token_note: str = "") -> 
     host, port = parse_address(address)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the CLI owns signals
+    # the CLI owns signals; older uvicorn installs them through this method, newer ones (no such attribute)
+    # leave them alone off the main thread
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     th = threading.Thread(target=server.run, daemon=True, name="sculpt-api")
     th.start()
     deadline = time.monotonic() + 15.0

@@ -178,7 +178,7 @@ def load_shape(cfg: DemoConfig, steps: int) -> tuple[np.ndarray, str]:
 class WorkLoad:
     """Open-loop ``GET /work?ms=W`` at a rate that follows ``cores`` (one step per ``step_s``)."""
 
-    def __init__(self, address: str, cores: Sequence[float], step_s: float, work_ms: float,
+    def __init__(self, address: str, cores: Sequence[float] | np.ndarray, step_s: float, work_ms: float,
                  workers: int = 24) -> None:
         host, _, port = address.rpartition(":")
         self.host, self.port = host, int(port)
@@ -382,7 +382,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
     return result
 
 
-def _at(cores: Sequence[float], t: float, step_s: float) -> float:
+def _at(cores: Sequence[float] | np.ndarray, t: float, step_s: float) -> float:
     i = min(len(cores) - 1, max(0, int(t / step_s)))
     return float(cores[i])
 

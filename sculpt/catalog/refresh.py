@@ -13,15 +13,18 @@ Throttling is retried by botocore's adaptive mode; the endpoint is overridable (
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ProviderError
+
+_T = TypeVar("_T")
 
 COLUMNS = ["shape", "family", "vcpu", "memory_gib", "gpus", "network_gbps", "storage", "arch", "region",
            "price_hour", "spot_price_hour"]
@@ -50,7 +53,9 @@ def make_client(service: str, region: str, endpoint_url: str | None = None) -> A
     from botocore.config import Config
 
     cfg = Config(retries={"max_attempts": 10, "mode": "adaptive"}, connect_timeout=10, read_timeout=60)
-    return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint_url, config=cfg)
+    # boto3-stubs types client() only for literal service names; this factory takes any service
+    return boto3.session.Session().client(  # type: ignore[call-overload]
+        service, region_name=region, endpoint_url=endpoint_url, config=cfg)
 
 
 def network_gbps(text: str) -> str:
@@ -76,7 +81,7 @@ def _row(info: dict[str, Any], region: str, price: float, spot: float | None) ->
     }
 
 
-def _call(what: str, region: str, fn: Callable[[], Any]) -> Any:
+def _call(what: str, region: str, fn: Callable[[], _T]) -> _T:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -86,11 +91,17 @@ def _call(what: str, region: str, fn: Callable[[], Any]) -> Any:
                             "check AWS credentials and the region, or pass --endpoint-url") from None
 
 
+def _flatten(pages: Iterable[dict[str, Any]], key: str) -> list[Any]:
+    """The ``key`` lists of every page of a boto3 paginator, concatenated (the pages are fetched here)."""
+    return [x for pg in pages for x in pg[key]]
+
+
 def offered_types(ec2: Any, region: str) -> set[str]:
     pages = ec2.get_paginator("describe_instance_type_offerings").paginate(
         LocationType="region", Filters=[{"Name": "location", "Values": [region]}])
-    return _call("DescribeInstanceTypeOfferings", region,
-                 lambda: {o["InstanceType"] for p in pages for o in p["InstanceTypeOfferings"]})
+    offerings = _call("DescribeInstanceTypeOfferings", region,
+                      functools.partial(_flatten, pages, "InstanceTypeOfferings"))
+    return {o["InstanceType"] for o in offerings}
 
 
 def type_info(ec2: Any, region: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -98,7 +109,7 @@ def type_info(ec2: Any, region: str, names: Sequence[str]) -> dict[str, dict[str
     for i in range(0, len(names), DESCRIBE_LIMIT):
         chunk = list(names[i:i + DESCRIBE_LIMIT])
         pages = ec2.get_paginator("describe_instance_types").paginate(InstanceTypes=chunk)
-        for info in _call("DescribeInstanceTypes", region, lambda p=pages: [t for pg in p for t in pg["InstanceTypes"]]):
+        for info in _call("DescribeInstanceTypes", region, functools.partial(_flatten, pages, "InstanceTypes")):
             out[info["InstanceType"]] = info
     return out
 
@@ -110,8 +121,7 @@ def spot_prices(ec2: Any, region: str, names: Sequence[str], now: datetime) -> d
         pages = ec2.get_paginator("describe_spot_price_history").paginate(
             InstanceTypes=list(names[i:i + DESCRIBE_LIMIT]), ProductDescriptions=["Linux/UNIX"],
             StartTime=now - timedelta(hours=6), EndTime=now)
-        for h in _call("DescribeSpotPriceHistory", region,
-                       lambda p=pages: [x for pg in p for x in pg["SpotPriceHistory"]]):
+        for h in _call("DescribeSpotPriceHistory", region, functools.partial(_flatten, pages, "SpotPriceHistory")):
             key = (h["InstanceType"], h.get("AvailabilityZone", ""))
             seen = latest.get(key)
             if seen is None or h["Timestamp"] > seen[0]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,7 +48,7 @@ def bench_forecast(
     t0 = time.perf_counter()
     grid = to_grid(read_dir(traces, limit=limit or None))
     res = evaluate_models(grid, names, seed=seed)
-    doc = {
+    doc: dict[str, Any] = {  # the JSON document written with --out / --json
         "models": {m: {k: r.get(k) for k in ("mae", "mem_mae", "pinball_50", "pinball_95", "coverage_90")}
                    for m, r in res.items()},
         "traces": len(grid.names),

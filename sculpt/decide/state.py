@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sculpt.domain.arrays import FloatArray, IntArray
+
 RING = 64  # recent move times kept per stream: enough to count a day's moves under any sane policy cap
 DAY_S = 86400.0
 
@@ -19,8 +21,8 @@ DAY_S = 86400.0
 class DecisionState:
     """Per-stream memory of past moves. Arrays have one row per stream; never mutated in place."""
 
-    last_move_t: np.ndarray  # seconds since the epoch of the last move; -inf: never moved
-    move_times: np.ndarray  # (streams, RING) ring of recent move times; -inf: empty
+    last_move_t: FloatArray  # seconds since the epoch of the last move; -inf: never moved
+    move_times: FloatArray  # (streams, RING) ring of recent move times; -inf: empty
 
     @classmethod
     def empty(cls, n: int) -> DecisionState:
@@ -29,11 +31,12 @@ class DecisionState:
     def __len__(self) -> int:
         return len(self.last_move_t)
 
-    def moves_last_day(self, now: float) -> np.ndarray:
+    def moves_last_day(self, now: float) -> IntArray:
         """How many moves each stream made in the 24 h before ``now``."""
-        return (self.move_times > now - DAY_S).sum(axis=1)
+        counts: IntArray = (self.move_times > now - DAY_S).sum(axis=1)
+        return counts
 
-    def since_last_move(self, now: float) -> np.ndarray:
+    def since_last_move(self, now: float) -> FloatArray:
         return now - self.last_move_t
 
     def record(self, moved: np.ndarray, now: float) -> DecisionState:

@@ -121,7 +121,7 @@ def rate_shape_from_trace(path: str | Path, steps: int, peak_rps: float, *, colu
 
         raise NotFoundError(f"trace file {p} does not exist", "give the path of a trace CSV (.csv or .csv.gz)")
     opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", newline="") as f:  # type: ignore[operator]
+    with opener(p, "rt", newline="") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         col = column or next((c for c in _TRACE_COLUMNS if c in fields), None)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from sculpt.domain.arrays import FloatArray, IntArray
 from sculpt.domain.errors import SculptError
 from sculpt.domain.forecast import Forecast
 from sculpt.forecast.base import ForecastBatch, Sample, SampleBatch
@@ -48,7 +49,7 @@ class ModelLoadError(SculptError):
     """A checkpoint blob could not be restored (corrupt, other model, other format)."""
 
 
-def row_quantile(values: np.ndarray, q: np.ndarray) -> np.ndarray:
+def row_quantile(values: FloatArray, q: FloatArray) -> FloatArray:
     """Per-row quantile ``q[i]`` of ``values[i]`` ignoring NaN (linear interpolation); NaN for empty rows."""
     v = np.sort(np.where(np.isnan(values), np.inf, values), axis=1)
     n = np.isfinite(v).sum(axis=1)
@@ -62,13 +63,13 @@ def row_quantile(values: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.where(n > 0, out, np.nan)
 
 
-def pinball(y: np.ndarray, q: np.ndarray, tau: float) -> np.ndarray:
+def pinball(y: FloatArray, q: FloatArray, tau: float) -> FloatArray:
     """Pinball (quantile) loss of predicting ``q`` for the ``tau`` quantile when ``y`` happened."""
     d = y - q
     return np.maximum(tau * d, (tau - 1.0) * d)
 
 
-def confidence(width_rel: np.ndarray, coverage: np.ndarray, periods: np.ndarray) -> np.ndarray:
+def confidence(width_rel: FloatArray, coverage: FloatArray, periods: IntArray | FloatArray) -> FloatArray:
     """Confidence in [0, 1]: narrow intervals, calibrated recent coverage and long history raise it.
 
     * width factor ``1 / (1 + w)`` with ``w = (hi - lo) / median``: an interval as wide as the median halves it;
@@ -96,6 +97,19 @@ class PeriodPredictor:
     name = "base"
     has_interval = True
     _model_fields: tuple[str, ...] = ()
+
+    # per-stream engine arrays, allocated (and grown) by ``_grow`` from ``_ARRAYS``; first axis is the table row
+    scale: FloatArray  # (rows, 2) EWMA level of cpu cores, mem GiB
+    fc: FloatArray  # (rows, 8) cached forecast of the next period
+    fc_scale: FloatArray  # (rows, 2) the scale the cached forecast was made with
+    conf: FloatArray  # (rows,) confidence in [0, 1]
+    res: FloatArray  # (rows, 2, RING) relative residuals, cpu and mem
+    res_pos: FloatArray  # (rows,) residuals written so far (float: one array type for all of them)
+    alpha: FloatArray  # (rows, 2) adaptive miscoverage level
+    cov: FloatArray  # (rows,) EWMA of cpu interval coverage
+    seen: FloatArray  # (rows,) scored forecasts
+    up_raw: FloatArray  # (rows, 2) the model's own upper quantile of the cached forecast
+    up_loss: FloatArray  # (rows, 2, 2) EWMA pinball-95 of (model upper, conformal bound), cpu and mem
 
     def __init__(self, *, profile: str = "general", seed: int = 0, horizon_s: float = 3600.0,
                  history: int = 192, close_budget: int = 1000) -> None:

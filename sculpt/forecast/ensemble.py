@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from sculpt.domain.arrays import FloatArray
 from sculpt.forecast.engine import PeriodPredictor
 
 ETA = 10.0  # sharpness of the weights: a member 10 % worse than the best gets exp(-1) of its weight
@@ -96,19 +97,21 @@ class Ensemble(PeriodPredictor):
             m._closed(closed)
         self._closed(closed)
 
-    def weights(self, rows: np.ndarray | None = None) -> np.ndarray:
+    def weights(self, rows: np.ndarray | None = None) -> FloatArray:
         """Current weights: the profile's, shape (4 outputs, members), or per stream (len(rows), 4, members)."""
-        def soft(L: np.ndarray) -> np.ndarray:
+        def soft(L: np.ndarray) -> FloatArray:
             best = np.maximum(L.min(axis=-1, keepdims=True), 1e-12)
             z = -ETA * L / best
             z -= z.max(axis=-1, keepdims=True)
             e = np.exp(z)
-            return e / e.sum(axis=-1, keepdims=True)
+            w: FloatArray = e / e.sum(axis=-1, keepdims=True)
+            return w
 
-        def norm(G: np.ndarray) -> np.ndarray:
+        def norm(G: np.ndarray) -> FloatArray:
             z = G - G.max(axis=-1, keepdims=True)
             e = np.exp(z)
-            return e / e.sum(axis=-1, keepdims=True)
+            w: FloatArray = e / e.sum(axis=-1, keepdims=True)
+            return w
 
         grad = self.weighting == "gradient"
         if grad:
@@ -123,7 +126,8 @@ class Ensemble(PeriodPredictor):
         else:
             own = np.where(n > 0, soft(np.where(n > 0, self.L_stream[rows], 1.0)), prof[None])
         a = n / (n + STREAM_HALF)
-        return a * own + (1 - a) * prof[None]
+        mixed: FloatArray = a * own + (1 - a) * prof[None]
+        return mixed
 
     def _grow_rows(self) -> None:
         n = len(self.table)

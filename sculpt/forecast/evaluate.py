@@ -9,6 +9,7 @@ for memory).
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -107,6 +108,11 @@ def _score(preds: np.ndarray, y_cpu: np.ndarray, y_mem: np.ndarray, warmup: int,
     }
 
 
+def _member_view(j: int) -> Callable[[Any], Predictor]:
+    """The ``j``-th member of an ensemble, as a view for ``progressive``."""
+    return lambda m: m.members[j]
+
+
 def evaluate_models(grid: Grid, models: Sequence[str], *, seed: int = 0, period_s: float = 3600.0,
                     profile: str = "general") -> dict[str, dict[str, Any]]:
     """Metrics per model name; members of the ensemble are scored from the ensemble's own run."""
@@ -120,7 +126,7 @@ def evaluate_models(grid: Grid, models: Sequence[str], *, seed: int = 0, period_
         views: dict[str, Callable[[Any], Predictor]] = {"ensemble": lambda m: m}
         for j, name in enumerate(member_names):
             if name in todo:
-                views[name] = lambda m, j=j: m.members[j]
+                views[name] = _member_view(j)
         t0 = time.perf_counter()
         res = progressive(lambda: make_predictor("ensemble", seed=seed, horizon_s=period_s, profile=profile),
                           grid, period_s=period_s, views=views)
@@ -132,7 +138,7 @@ def evaluate_models(grid: Grid, models: Sequence[str], *, seed: int = 0, period_
         todo = [m for m in todo if m not in results]
     for name in todo:
         t0 = time.perf_counter()
-        r = progressive(lambda name=name: make_predictor(name, seed=seed, horizon_s=period_s, profile=profile),
+        r = progressive(functools.partial(make_predictor, name, seed=seed, horizon_s=period_s, profile=profile),
                         grid, period_s=period_s)
         r["run_s"] = round(time.perf_counter() - t0, 2)
         results[name] = r

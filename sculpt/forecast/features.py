@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from sculpt.domain.arrays import FloatArray
 from sculpt.forecast.state import StreamTable
 
 NAMES: tuple[str, ...] = (
@@ -38,7 +39,7 @@ def calendar(period_start_s: np.ndarray) -> np.ndarray:
                             np.sin(2 * np.pi * dow / 7), np.cos(2 * np.pi * dow / 7), (dow >= 5).astype(float)])
 
 
-def extract(table: StreamTable, rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def extract(table: StreamTable, rows: np.ndarray, scale: np.ndarray) -> FloatArray:
     """Feature matrix ``(len(rows), len(NAMES))`` for the period after each row's newest closed period."""
     H = min(table.H, 168)
     season = max(1, int(round(86400.0 / table.period_s)))
@@ -74,5 +75,5 @@ def extract(table: StreamTable, rows: np.ndarray, scale: np.ndarray) -> np.ndarr
         m1, _fill(m[:, 1], m1), _fill(m[:, d - 1], m1) if m.shape[1] >= d else m1, _fill(mmean24, m1),
         np.nan_to_num(rel[:, 0]), np.nan_to_num(rel[:, 1]), np.nan_to_num(rel[:, 2]), np.nan_to_num(rel[:, 3]),
     ]
-    X = np.column_stack([*cols, cal])
+    X: FloatArray = np.column_stack([*cols, cal])
     return np.clip(np.nan_to_num(X, nan=0.0, posinf=CLIP, neginf=-CLIP), -CLIP, CLIP)

@@ -24,6 +24,7 @@ import io
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from sculpt.forecast.engine import PeriodPredictor
 from sculpt.forecast.features import calendar
@@ -81,7 +82,7 @@ class ProfileLSTM(PeriodPredictor):
         self.trained_steps = 0
 
     # -- sequences ---------------------------------------------------------------------------------------------
-    def _seq(self, rows: np.ndarray, offset: int, scale: np.ndarray) -> np.ndarray:
+    def _seq(self, rows: np.ndarray, offset: int, scale: np.ndarray) -> NDArray[np.float32]:
         """Windows of ``window`` periods ending ``offset`` periods before the newest, chronological order."""
         W = self.window
         n = W + offset
@@ -96,7 +97,8 @@ class ProfileLSTM(PeriodPredictor):
         present = np.isfinite(x[:, :, 0])
         cal = calendar((pid[:, offset:].astype(np.float64) + 1) * self.table.period_s).reshape(len(rows), W, 5)
         x = np.concatenate([np.nan_to_num(x, nan=0.0), present[:, :, None].astype(np.float64), cal], axis=2)
-        return np.clip(x[:, ::-1, :], -CLIP, CLIP).astype(np.float32)
+        seq: NDArray[np.float32] = np.clip(x[:, ::-1, :], -CLIP, CLIP).astype(np.float32)
+        return seq
 
     def _anchor(self, rows: np.ndarray) -> np.ndarray:
         cpu, mem = self.table.last(rows, 1)
@@ -148,7 +150,7 @@ class ProfileLSTM(PeriodPredictor):
             d = y - self.net(x)
             loss = ((torch.maximum(q * d, (q - 1) * d)).sum(dim=1) * w).mean()
             self.opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
             self.opt.step()
             self.trained_steps += 1

@@ -14,6 +14,7 @@ the prior only if the numbers say so.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def holdout(grid: Grid, profile: str = "general", *, seed: int = 0) -> dict[str,
     out: dict[str, Any] = {"train_traces": int(tr.sum()), "test_traces": int((~tr).sum()), "rows": prior.rows,
                            "cold_start_periods": YOUNG}
     for label, pr in (("without_prior", None), ("with_prior", prior)):
-        r = progressive(lambda pr=pr: RiverQuantile(seed=seed, prior=pr), cold)
+        r = progressive(functools.partial(RiverQuantile, seed=seed, prior=pr), cold)
         out[label] = {k_: r[k_] for k_ in ("mae", "mem_mae", "pinball_95", "coverage_90")}
     a, b = out["without_prior"]["mae"], out["with_prior"]["mae"]
     out["helps"] = bool(b is not None and a is not None and b < a)

@@ -27,6 +27,7 @@ and needs no pre-training. Design:
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,8 @@ class RiverQuantile(PeriodPredictor):
 
     def profile_interval(self, x: dict[str, float]) -> tuple[float, float]:
         """The profile-wide 90 % band (relative units) of river.conf's jackknife for one feature row."""
-        iv = self.jack.predict_one(x, with_interval=True)
+        # river annotates x as the invariant dict[Hashable, object], which no dict[str, float] matches
+        iv = self.jack.predict_one(x, with_interval=True)  # type: ignore[call-overload]
         return float(iv.lower), float(iv.upper)
 
     def _learn(self, rows: np.ndarray) -> None:
@@ -132,8 +134,8 @@ class RiverQuantile(PeriodPredictor):
             m50.learn_one(x, b_, w_)
             m95.learn_one(x, b_, w_)
         if rows.size:
-            x = dict(zip(NAMES, X[-1].tolist(), strict=True))
-            self.jack.learn_one(x, float(yc[-1]) if np.isfinite(yc[-1]) else 0.0)
+            xj: dict[Hashable, object] = dict(zip(NAMES, X[-1].tolist(), strict=True))
+            self.jack.learn_one(xj, float(yc[-1]) if np.isfinite(yc[-1]) else 0.0)
 
     def _drift(self, rows: np.ndarray) -> None:
         """Page-Hinkley on each stream's relative residuals: two-sided on the residual (a biased model) and

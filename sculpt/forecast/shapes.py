@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from sculpt.domain.arrays import FloatArray
 from sculpt.domain.catalog import CatalogArrays
 from sculpt.domain.errors import ConfigError
 from sculpt.domain.forecast import ShapeDistribution
@@ -49,7 +50,7 @@ PROFILE_HEADROOM: dict[str, tuple[float, float]] = {
 _Q_KNOTS = np.array([0.05, 0.5, 0.95])
 
 
-def quantile_grid(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def quantile_grid(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray, levels: np.ndarray) -> FloatArray:
     """Demand at ``levels`` from three quantiles (5 %, 50 %, 95 %), linear between and beyond the knots.
 
     Non-finite inputs count as 0; the result is non-negative and non-decreasing along the levels.
@@ -60,8 +61,8 @@ def quantile_grid(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray, levels: np.nd
     u = np.asarray(levels, np.float64)[None, :]
     s_lo = ((mid - lo) / (_Q_KNOTS[1] - _Q_KNOTS[0]))[:, None]
     s_hi = ((hi - mid) / (_Q_KNOTS[2] - _Q_KNOTS[1]))[:, None]
-    below = mid[:, None] + (u - _Q_KNOTS[1]) * s_lo
-    above = mid[:, None] + (u - _Q_KNOTS[1]) * s_hi
+    below: FloatArray = mid[:, None] + (u - _Q_KNOTS[1]) * s_lo
+    above: FloatArray = mid[:, None] + (u - _Q_KNOTS[1]) * s_hi
     return np.maximum(np.where(u < _Q_KNOTS[1], below, above), 0.0)
 
 

@@ -26,16 +26,53 @@ more whole periods is counted in ``bad["gaps"]`` (the history simply continues: 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypedDict
 
 import numpy as np
+from numpy.typing import NDArray
+
+from sculpt.domain.arrays import BoolArray, FloatArray, IntArray
 
 EXTRA_CHANNELS: tuple[str, ...] = ("net_kbps", "disk_kbps", "latency_ms", "rps")
 TAIL_SLOTS = 3  # the "tail" of a period: its last 3 slots (15 minutes), the freshest view of demand
 BAD_KINDS: tuple[str, ...] = ("nan", "negative", "backwards", "mem_missing", "gaps", "late")
 
 
+class TableState(TypedDict):
+    """What ``StreamTable.state`` returns and ``StreamTable.from_state`` reads back (plain, picklable)."""
+
+    k: int
+    period_s: float
+    H: int
+    keys: list[str]
+    bad: dict[str, int]
+    arrays: dict[str, NDArray[Any]]
+
+
 class StreamTable:
     """Slots of the open period and a ring of closed periods, one row per stream."""
+
+    # per-row columns, allocated (and grown) by ``_alloc``; the first axis is the stream row
+    last_t: FloatArray  # time of the last accepted sample, s
+    period_id: IntArray  # index of the open period (t // period_s), -1 before the first sample
+    closed_flag: BoolArray  # the open period has already been closed eagerly
+    slot_sum: FloatArray  # (rows, k) CPU cores summed per slot of the open period
+    slot_cnt: FloatArray  # (rows, k) samples per slot
+    mem_peak: FloatArray  # GiB, peak of the open period
+    last_mem: FloatArray  # GiB, last reading (carried forward over missing ones)
+    last_cpu: FloatArray  # cores, last reading
+    extra_sum: FloatArray  # (rows, len(EXTRA_CHANNELS))
+    extra_cnt: FloatArray
+    hist_cpu: FloatArray  # (rows, H) ring of closed periods: p95 CPU cores
+    hist_mem: FloatArray  # (rows, H) peak memory GiB
+    hist_slotmax: FloatArray
+    hist_slotlast: FloatArray
+    hist_tail: FloatArray
+    hist_pid: IntArray
+    hist_extra: FloatArray  # (rows, H, len(EXTRA_CHANNELS))
+    n_periods: IntArray  # closed periods seen
+    head: IntArray  # next ring position
+    skipped: IntArray  # samples rejected by validation
 
     def __init__(self, period_s: float = 3600.0, *, slot_s: float = 300.0, history: int = 192) -> None:
         self.k = max(1, int(round(period_s / slot_s)))  # slots per period
@@ -45,15 +82,15 @@ class StreamTable:
         self.index: dict[str, int] = {}
         self.keys: list[str] = []
         self._last_streams: Sequence[str] | None = None
-        self._last_idx: np.ndarray | None = None
-        self._unique_idx: np.ndarray | None = None
+        self._last_idx: IntArray | None = None
+        self._unique_idx: IntArray | None = None
         self.bad: dict[str, int] = dict.fromkeys(BAD_KINDS, 0)
         self._alloc(0, 16)
 
     # -- storage ---------------------------------------------------------------------------------------------
     def _alloc(self, old: int, cap: int) -> None:
         def grow(name: str, shape: tuple[int, ...], fill: float, dtype: type = np.float64) -> None:
-            new = np.full((cap, *shape), fill, dtype=dtype)
+            new: NDArray[Any] = np.full((cap, *shape), fill, dtype=dtype)
             if old:
                 new[:old] = getattr(self, name)[:old]
             setattr(self, name, new)
@@ -84,7 +121,7 @@ class StreamTable:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def indices(self, streams: Sequence[str], *, create: bool = True) -> np.ndarray:
+    def indices(self, streams: Sequence[str], *, create: bool = True) -> IntArray:
         """Row index of each stream (new streams get a row when ``create``; else -1)."""
         if streams is self._last_streams and self._last_idx is not None and len(streams) == self._last_idx.size:
             return self._last_idx
@@ -93,7 +130,7 @@ class StreamTable:
         out = np.fromiter((get(s, -1) for s in streams), dtype=np.int64, count=len(streams))
         missing = np.flatnonzero(out < 0)
         if create and missing.size:
-            for j in missing:
+            for j in missing.tolist():
                 s = streams[j]
                 i = self.index.get(s)
                 if i is None:
@@ -235,7 +272,7 @@ class StreamTable:
             return np.where(have, arr, np.nan)
         return np.where(have, arr, -1)
 
-    def state(self) -> dict[str, object]:
+    def state(self) -> TableState:
         n = len(self.keys)
         names = ["last_t", "period_id", "closed_flag", "slot_sum", "slot_cnt", "mem_peak", "last_mem", "last_cpu",
                  "extra_sum", "extra_cnt", "hist_cpu", "hist_mem", "hist_slotmax", "hist_slotlast", "hist_tail", "hist_pid",
@@ -244,13 +281,13 @@ class StreamTable:
                 "arrays": {a: getattr(self, a)[:n].copy() for a in names}}
 
     @classmethod
-    def from_state(cls, s: dict[str, object]) -> StreamTable:
-        st = cls(float(s["period_s"]), slot_s=float(s["period_s"]) / int(s["k"]), history=int(s["H"]))  # type: ignore[arg-type]
-        keys = list(s["keys"])  # type: ignore[call-overload]
+    def from_state(cls, s: TableState) -> StreamTable:
+        st = cls(float(s["period_s"]), slot_s=float(s["period_s"]) / int(s["k"]), history=int(s["H"]))
+        keys = list(s["keys"])
         st.indices(keys)
         st._last_streams = st._last_idx = None
-        st.bad.update(s["bad"])  # type: ignore[arg-type]
-        for a, v in s["arrays"].items():  # type: ignore[attr-defined]
+        st.bad.update(s["bad"])
+        for a, v in s["arrays"].items():
             getattr(st, a)[: len(keys)] = v
         return st
 

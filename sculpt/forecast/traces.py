@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sculpt.domain.arrays import FloatArray
 from sculpt.domain.errors import ConfigError, NotFoundError
 
 
@@ -59,7 +60,10 @@ def read_trace(path: str | Path) -> Trace:
         col = {h: i for i, h in enumerate(head)}
         a = np.array([[_num(r[col[c]]) for c in head] for r in body if len(r) == len(head)], dtype=np.float64)
         a = a.reshape(-1, len(head))
-        g = lambda c: a[:, col[c]]  # noqa: E731
+
+        def g(c: str) -> FloatArray:
+            return a[:, col[c]]
+
         with np.errstate(invalid="ignore", divide="ignore"):
             cpu = g("cpu_usage_mhz") / (g("cpu_capacity_mhz") / g("cpu_cores"))
         mem = g("mem_usage_kb") / (1024.0 * 1024.0)

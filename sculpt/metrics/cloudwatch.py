@@ -43,7 +43,9 @@ def make_client(service: str, region: str, endpoint_url: str | None = None) -> A
     from botocore.config import Config
 
     cfg = Config(retries={"max_attempts": 10, "mode": "adaptive"}, connect_timeout=10, read_timeout=30)
-    return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint_url, config=cfg)
+    # boto3-stubs types client() only for literal service names; this factory takes any service
+    return boto3.session.Session().client(  # type: ignore[call-overload]
+        service, region_name=region, endpoint_url=endpoint_url, config=cfg)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sculpt.domain.errors import ProviderError
 from sculpt.metrics.base import Sample
@@ -33,7 +34,8 @@ class PrometheusSource:
         self.timeout_s = timeout_s
         self.token = token
 
-    def _query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, object]]:
+    def _query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        """The ``result`` series of a range query, as decoded JSON (``{"metric": {...}, "values": [[t, "v"]]}``)."""
         qs = urllib.parse.urlencode({"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"})
         req = urllib.request.Request(f"{self.url}/api/v1/query_range?{qs}")
         if self.token:
@@ -65,7 +67,7 @@ class PrometheusSource:
                 inst = labels.get(self.label) if isinstance(labels, dict) else None
                 if inst not in wanted:
                     continue
-                for t, v in series.get("values", []):  # type: ignore[union-attr]
+                for t, v in series.get("values", []):
                     try:
                         val = float(v)
                     except (TypeError, ValueError):

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from sculpt.domain.arrays import BoolArray
 from sculpt.domain.catalog import CatalogArrays
 
 
@@ -84,14 +85,14 @@ class SimCloud:
         price = self.arrays.price
         return price[self.current] * hours + np.where(self.pending, price[np.maximum(self.pending_to, 0)] * hours, 0.0)
 
-    def resize(self, rows: np.ndarray, to: np.ndarray) -> np.ndarray:
+    def resize(self, rows: np.ndarray, to: np.ndarray) -> BoolArray:
         """Request moves of instances ``rows`` to shapes ``to``; returns which were accepted.
 
         Refused: a move already in flight, a move to the current shape, or a (seeded) capacity error.
         """
         rows = np.asarray(rows, dtype=np.int64)
         to = np.asarray(to, dtype=np.int64)
-        ok = (self.pending_to[rows] < 0) & (to != self.current[rows])
+        ok: BoolArray = (self.pending_to[rows] < 0) & (to != self.current[rows])
         if self.capacity_error_rate > 0 and len(rows):
             err = self._rng.random(len(rows)) < self.capacity_error_rate
             self.failed[rows[ok & err]] += 1

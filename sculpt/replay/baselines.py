@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sculpt.domain.arrays import IntArray
 from sculpt.domain.catalog import CatalogArrays
 
 WEEK_S = 7 * 86400.0
@@ -67,9 +68,9 @@ class Reactive:
         self.last_eval = np.zeros(n)  # first recommendation after one interval of history
         self._rows = np.arange(n)
 
-    def _bucket(self, v: np.ndarray) -> np.ndarray:
+    def _bucket(self, v: np.ndarray) -> IntArray:
         v = np.maximum(np.nan_to_num(v, nan=0.0), self.FIRST)
-        b = np.ceil(np.log(v / self.FIRST) / np.log(self.RATIO) - 1e-12).astype(np.int64)
+        b: IntArray = np.ceil(np.log(v / self.FIRST) / np.log(self.RATIO) - 1e-12).astype(np.int64)
         return np.clip(b, 0, self.BUCKETS - 1)
 
     def observe(self, t_rel: np.ndarray, cpu: np.ndarray, mem: np.ndarray, active: np.ndarray) -> None:

@@ -174,7 +174,7 @@ def run_replay(
         shapes["oracle"], bills["oracle"] = res.shapes, bill.astype(np.float32)
         scores["oracle"] = score(arrays, res.shapes, res.cost, cpu, mem, valid)
 
-    online = [p for p in ("reactive", "sculpt") if p in config.policies]
+    online: list[str] = [p for p in ("reactive", "sculpt") if p in config.policies]
     sims: dict[str, SimCloud] = {}
     for i, p in enumerate(online):
         sims[p] = SimCloud(arrays, initial=static, step_s=step_s, migration_s=config.migration_s,

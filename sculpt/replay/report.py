@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sculpt.domain.arrays import FloatArray
 from sculpt.replay.harness import ReplayResult
 
 POINTS = 600
@@ -23,7 +24,7 @@ PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
 W, H, PAD_L, PAD_B, PAD_T, PAD_R = 1180, 220, 64, 28, 14, 16
 
 
-def _reduce(x: np.ndarray, how: str) -> np.ndarray:
+def _reduce(x: np.ndarray, how: str) -> FloatArray:
     n = len(x)
     if n <= POINTS:
         return x.astype(np.float64)
@@ -31,7 +32,8 @@ def _reduce(x: np.ndarray, how: str) -> np.ndarray:
     pad = (-n) % b
     fill = x[-1]
     y = np.concatenate([x.astype(np.float64), np.full(pad, fill)]).reshape(-1, b)
-    return {"max": y.max(axis=1), "min": y.min(axis=1), "last": y[:, -1]}[how]
+    reduced: FloatArray = {"max": y.max(axis=1), "min": y.min(axis=1), "last": y[:, -1]}[how]
+    return reduced
 
 
 def _axis(ymax: float, hours: float, ylabel: str, day0: float = 0.0) -> str:
