@@ -5,7 +5,21 @@ because changing the type of a running instance is a stop/modify/start, not a li
 group. One listener forwards to both target groups with the fleet's weights, which is how a blue/green
 morph shifts traffic: every migration step is one stack update. With ``state_sync.strategy: volume`` an EBS
 data volume is attached to the instance ``common.volume_holder`` picks, so the step that gives green the
-traffic also moves the volume (delete-before-replace: a volume has one attachment at a time).
+traffic also moves the volume. How that move goes, in one ``pulumi up``:
+
+1. the listener's weights change first (the attachment ``depends_on`` it), so blue takes no new requests;
+2. the old attachment is deleted before the new one is created (delete-before-replace: a volume has one
+   attachment at a time) with ``stop_instance_before_detaching``: blue is stopped (a clean shutdown stops
+   the app, then unmounts /data) before the volume is detached;
+3. the volume is attached to green, whose boot script has been waiting for it with no time bound
+   (``common.startup_script``): green mounts it and only then starts the app;
+4. an ``InstanceState`` (``state: running``) on the holder: when a rollback re-applies the version where
+   blue held the volume, blue (stopped in step 2) is started again once the volume is back.
+
+**The window.** An EBS volume attaches to one instance at a time and an ALB cannot hold requests, so from
+the listener update until green's app answers its health check, requests fail (the ALB answers 5xx): a
+stop, a detach, an attach, a mount and an app start, typically a minute or two. No acknowledged write is
+lost: blue's writes are on the volume, unmounted cleanly, before green mounts it.
 """
 
 from __future__ import annotations
@@ -76,6 +90,11 @@ def _image(fleet: Fleet, shape: str) -> pulumi.Input[str]:
                                   filters=[{"name": "name", "values": [f"al2023-ami-2023.*-{arch}"]}]).id
 
 
+def _user_data(fleet: Fleet, volume_id: str | None) -> str:
+    script = startup_script(fleet, data_volume=volume_id, device=DATA_DEVICE)
+    return base64.b64encode(script.encode()).decode()
+
+
 def build(fleet: Fleet, version: int = 0, *, make: Make = create, network: Network | None = None) -> dict[str, Any]:
     """Declare the fleet's AWS resources; return the stack outputs."""
     spec, region, name = fleet.spec, fleet.spec.region, fleet.name
@@ -99,6 +118,14 @@ def build(fleet: Fleet, version: int = 0, *, make: Make = create, network: Netwo
     alb = make(aws.lb.LoadBalancer, f"{name}-alb", load_balancer_type="application", region=region,
                security_groups=[lb_sg.id], subnets=subnet_ids, tags=tags(fleet))
 
+    volume = None
+    if holder is not None:
+        volume = make(aws.ebs.Volume, f"{name}-data", availability_zone=az, size=DATA_VOLUME_GIB, type="gp3",
+                      region=region, tags={**tags(fleet), "Name": spec.app.state_sync.volume or f"{name}-data"},
+                      opts=pulumi.ResourceOptions(retain_on_delete=True))
+    user_data = (volume.id.apply(lambda vid: _user_data(fleet, vid)) if volume is not None
+                 else _user_data(fleet, None))
+
     weights = scaled(colour_weights(fleet), ALB_MAX_WEIGHT)
     target_groups: dict[Colour, Any] = {}
     instances: dict[str, Any] = {}
@@ -113,8 +140,7 @@ def build(fleet: Fleet, version: int = 0, *, make: Make = create, network: Netwo
             shape: make(
                 aws.ec2.LaunchTemplate, f"{name}-{colour}-{shape}", region=region, image_id=_image(fleet, shape),
                 instance_type=shape,
-                user_data=base64.b64encode(startup_script(
-                    fleet, mount_device=DATA_DEVICE if holder else None).encode()).decode(),
+                user_data=user_data,
                 tag_specifications=[{"resource_type": "instance", "tags": tags(fleet, colour=colour)}],
                 tags=tags(fleet, colour=colour))
             for shape in shapes_of(fleet, colour)
@@ -148,12 +174,17 @@ def build(fleet: Fleet, version: int = 0, *, make: Make = create, network: Netwo
                             "colour": next(s.colour for s in fleet.slots if s.id == sid)}
                       for sid, inst in instances.items()},
     }
-    if holder is not None:
-        volume = make(aws.ebs.Volume, f"{name}-data", availability_zone=az, size=DATA_VOLUME_GIB, type="gp3",
-                      region=region, tags={**tags(fleet), "Name": spec.app.state_sync.volume or f"{name}-data"},
-                      opts=pulumi.ResourceOptions(retain_on_delete=True))
-        make(aws.ec2.VolumeAttachment, f"{name}-data-attachment", device_name=DATA_DEVICE, region=region,
-             volume_id=volume.id, instance_id=instances[holder.id].id,
-             opts=pulumi.ResourceOptions(delete_before_replace=True))
+    if holder is not None and volume is not None:
+        # After the listener: a shift first takes blue's traffic, then stops blue (a clean shutdown unmounts
+        # the volume), detaches, and attaches to green. Delete-before-replace: one attachment at a time.
+        attachment = make(aws.ec2.VolumeAttachment, f"{name}-data-attachment", device_name=DATA_DEVICE,
+                          region=region, volume_id=volume.id, instance_id=instances[holder.id].id,
+                          stop_instance_before_detaching=True,
+                          opts=pulumi.ResourceOptions(delete_before_replace=True, depends_on=[listener]))
+        # The holder runs: a rollback gives the volume back to a blue the shift stopped, and this starts it
+        # (PulumiEngine.rollback refreshes first, so a stopped holder shows up as a change).
+        make(aws.ec2transitgateway.InstanceState, f"{holder.id}-running", region=region,
+             instance_id=instances[holder.id].id, state="running",
+             opts=pulumi.ResourceOptions(depends_on=[attachment]))
         outputs["volume"] = {"id": volume.id, "attached_to": holder.id, "colour": holder.colour}
     return outputs

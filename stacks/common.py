@@ -106,24 +106,78 @@ def app_argv(fleet: Fleet, data_dir: str = "/data") -> list[str]:
     return [a.replace("{port}", port).replace("{data_dir}", data_dir) for a in cmd]
 
 
-def startup_script(fleet: Fleet, *, mount_device: str | None = None) -> str:
-    """A boot script: mount the data volume when asked, then run the app as a systemd service."""
-    env = "".join(f"Environment={shlex.quote(f'{k}={v}')}\n" for k, v in sorted(fleet.spec.app.env.items()))
-    mount = ""
-    if mount_device:
-        mount = (
-            "mkdir -p /data\n"
-            f"for i in $(seq 60); do [ -e {mount_device} ] && break; sleep 2; done\n"
-            f"blkid {mount_device} || mkfs -t ext4 {mount_device}\n"
-            f"mount {mount_device} /data || true\n"
-        )
+DATA_MOUNT_SCRIPT = "/usr/local/sbin/sculpt-data-mount"
+
+
+def data_device_paths(volume_id: str, device: str) -> list[str]:
+    """Where an attached EBS volume shows up, most specific first.
+
+    On Nitro instances a volume attached as ``/dev/sdf`` is an NVMe device (``/dev/nvme1n1``), found by
+    its volume id (without the dash) under ``/dev/disk/by-id``; on Xen instances it is ``/dev/xvdf``.
+
+    >>> data_device_paths("vol-0abc", "/dev/sdf")
+    ['/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc', '/dev/sdf', '/dev/xvdf']
+    """
+    paths = [f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}", device]
+    if device.startswith("/dev/sd"):
+        paths.append("/dev/xvd" + device[len("/dev/sd"):])
+    return paths
+
+
+def _data_mount(volume_id: str, device: str) -> str:
+    """A script that waits for the data volume without a time bound, formats it only when it holds no
+    filesystem at all, and mounts it at /data. Any failure is retried rather than given up: an instance
+    never serves without its data, and never gives up waiting for it."""
+    paths = " ".join(shlex.quote(p) for p in data_device_paths(volume_id, device))
     return (
-        "#!/bin/bash\nset -eu\n" + mount +
-        "cat > /etc/systemd/system/sculpt-app.service <<'UNIT'\n[Unit]\nDescription=sculpt application\n"
-        f"[Service]\nExecStart={shlex.join(app_argv(fleet))}\n{env}Restart=always\n"
-        "[Install]\nWantedBy=multi-user.target\nUNIT\n"
-        "systemctl daemon-reload\nsystemctl enable --now sculpt-app.service\n"
+        "#!/bin/bash\n"
+        "# sculpt: wait for the data volume (no time bound), then mount it at /data.\n"
+        "set -u\n"
+        "mkdir -p /data\n"
+        "while ! mountpoint -q /data; do\n"
+        "  dev=''\n"
+        f"  for p in {paths}; do\n"
+        "    if [ -b \"$p\" ]; then dev=$(readlink -f \"$p\"); break; fi\n"
+        "  done\n"
+        "  if [ -z \"$dev\" ]; then sleep 2; continue; fi\n"
+        "  blkid -p \"$dev\" >/dev/null 2>&1; probe=$?\n"
+        "  # blkid exits 2 only when it found no filesystem signature: a new, empty volume\n"
+        "  if [ \"$probe\" -eq 2 ]; then mkfs -t ext4 -q \"$dev\" || { sleep 2; continue; }\n"
+        "  elif [ \"$probe\" -ne 0 ]; then sleep 2; continue; fi\n"
+        "  mount -o noatime \"$dev\" /data || sleep 2\n"
+        "done\n"
     )
+
+
+def startup_script(fleet: Fleet, *, data_volume: str | None = None, device: str = "/dev/sdf") -> str:
+    """A boot script that runs the app as a systemd service (``sculpt-app``).
+
+    With ``data_volume`` (an EBS volume id) the app's unit requires and follows ``sculpt-data``, a oneshot
+    unit that waits for the volume without a time bound and mounts it at /data: an instance that does not
+    hold the volume boots, waits, and never starts the app (the load balancer never sees it healthy). The
+    units are enabled, so a stopped instance that is started again (a rollback gives blue its volume back)
+    waits and mounts the same way; stopping the instance stops the app, then unmounts /data cleanly. The
+    app is started without blocking, so the boot script itself never waits for the volume.
+    """
+    env = "".join(f"Environment={shlex.quote(f'{k}={v}')}\n" for k, v in sorted(fleet.spec.app.env.items()))
+    unit = ("[Unit]\nDescription=sculpt application\n"
+            + ("Requires=sculpt-data.service\nAfter=sculpt-data.service\n" if data_volume else "")
+            + f"[Service]\nExecStart={shlex.join(app_argv(fleet))}\n{env}Restart=always\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+    out = "#!/bin/bash\nset -eu\n"
+    if data_volume:
+        out += (
+            f"cat > {DATA_MOUNT_SCRIPT} <<'SCRIPT'\n{_data_mount(data_volume, device)}SCRIPT\n"
+            f"chmod 0755 {DATA_MOUNT_SCRIPT}\n"
+            "cat > /etc/systemd/system/sculpt-data.service <<'UNIT'\n[Unit]\n"
+            "Description=sculpt data volume at /data (waits for it without a time bound)\n"
+            f"[Service]\nType=oneshot\nRemainAfterExit=yes\nTimeoutStartSec=infinity\nExecStart={DATA_MOUNT_SCRIPT}\n"
+            "ExecStop=/bin/umount /data\nUNIT\n"
+        )
+    out += f"cat > /etc/systemd/system/sculpt-app.service <<'UNIT'\n{unit}UNIT\nsystemctl daemon-reload\n"
+    if data_volume:
+        return out + "systemctl enable sculpt-app.service\nsystemctl start --no-block sculpt-app.service\n"
+    return out + "systemctl enable --now sculpt-app.service\n"
 
 
 def lb_port(fleet: Fleet) -> int:
@@ -146,3 +200,9 @@ def check_renderable(fleet: Fleet) -> None:
     if fleet.spec.provider == "gcp" and fleet.spec.app.state_sync.strategy == "volume":
         raise ConfigError("state_sync 'volume' is not built for GCP managed instance groups",
                           "use state_sync.strategy: http (checkpoint/restore endpoints) on GCP")
+    serving = [s for s in fleet.slots if s.weight > 0]
+    if fleet.spec.app.state_sync.strategy == "volume" and len(serving) > 1:
+        raise ConfigError(
+            f"fleet '{fleet.name}' has {len(serving)} serving replicas but one data volume, which attaches to one "
+            "instance at a time: the others would wait for it forever",
+            "set replicas.desired: 1 for state_sync.strategy: volume, or use http to sync between replicas")

@@ -5,6 +5,11 @@ and a backend service; a URL map splits traffic between the colours' backend ser
 backends (0-1000), so a blue/green morph shifts traffic by updating the stack. Templates are immutable:
 a shape change creates a new template and the group rolls to it. The stack version goes in the URL map's
 description, not in instance labels, so a new version does not recreate instances.
+
+Outputs: ``url``, ``weights`` and, per colour (both colours always present, ``None`` for a colour without
+slots), ``instance_groups`` (the group's instance group link), ``managed_groups`` (``{name, region,
+project}`` of the regional MIG, as the provider created it: the morph platform lists its instances and their
+health through the Compute API, see ``sculpt.migrate.gcp``) and ``backend_services`` (self links).
 """
 
 from __future__ import annotations
@@ -85,5 +90,8 @@ def build(fleet: Fleet, version: int = 0, *, make: Make = create, network: str =
     return {
         "url": rule.ip_address.apply(lambda ip: f"http://{ip}:{lb_port(fleet)}"),
         "weights": {c: weights.get(c, 0) for c in COLOURS},
-        "instance_groups": {c: g.instance_group for c, g in groups.items()},
+        "instance_groups": {c: groups[c].instance_group if c in groups else None for c in COLOURS},
+        "managed_groups": {c: {"name": groups[c].name, "region": groups[c].region, "project": groups[c].project}
+                           if c in groups else None for c in COLOURS},
+        "backend_services": {c: backends[c].self_link if c in backends else None for c in COLOURS},
     }

@@ -6,8 +6,10 @@ things differ, and they are wired here so the loop stays engine-agnostic:
 - **readings**: CloudWatch is keyed by EC2 instance id, the loop by slot id. The engine's stack outputs
   map one to the other (``sculpt.metrics.aws_ids``), and the current version's slot shapes give the vCPUs
   that turn ``CPUUtilization`` into cores;
-- **the actuator's platform**: ``sculpt.migrate.cloud.CloudPlatform`` (every morph step is a stack
-  update; health from the ALB's target health), with timeouts measured in cloud minutes, not seconds.
+- **the actuator's platform**: every morph step is a stack update, with timeouts measured in cloud
+  minutes, not seconds. On AWS ``sculpt.migrate.cloud.CloudPlatform`` (health from the ALB's target
+  health), on GCP ``sculpt.migrate.gcp.GcpPlatform`` (health of the colour's managed instance group from
+  the Compute API).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from sculpt.metrics.aws_ids import SlotCloudWatchSource, SlotTarget, ec2_targets
 log = logging.getLogger("sculpt.cloud")
 
 REACHABLE_ENV = "SCULPT_PRIVATE_REACHABLE"
-"""Set to 1 when this controller can reach the instances' private addresses (inside the VPC): allows
-``state_sync: http`` morphs on the cloud (see ``sculpt.migrate.cloud``)."""
+"""Set to 1 when this controller can reach the instances' private addresses (inside the VPC, AWS or GCP):
+allows ``state_sync: http`` morphs on the cloud (see ``sculpt.migrate.cloud``)."""
 
 
 def slot_targets(engine: Any, catalog: Catalog) -> dict[str, SlotTarget]:
@@ -72,9 +74,12 @@ class CloudWiring:
     timeouts: Any = None
 
     @classmethod
-    def of(cls, engine: Any, catalog: Catalog, spec: FleetSpec, *, mode: str) -> CloudWiring:
-        """For ``engine: pulumi``. On AWS the platform is built in every mode (crash recovery of a morph
-        needs it); in auto mode what cannot be morphed safely is refused here (one line, with the fix)."""
+    def of(cls, engine: Any, catalog: Catalog, spec: FleetSpec, *, mode: str,
+           check_credentials: bool = False) -> CloudWiring:
+        """For ``engine: pulumi``. On AWS and GCP the platform is built in every mode (crash recovery of a
+        morph needs it); in auto mode what cannot be morphed safely is refused here (one line, with the
+        fix). In auto mode (or with ``check_credentials``) a GCP platform also checks now that there are
+        credentials for the Compute API, so a morph never adds green it cannot watch."""
         from sculpt.migrate.cloud import CloudPlatform, cloud_blocker
         from sculpt.migrate.orchestrator import Timeouts
 
@@ -83,14 +88,23 @@ class CloudWiring:
             why = cloud_blocker(spec, private_reachable=reachable)
             if why:
                 raise ConfigError(f"auto mode cannot morph '{spec.fleet}' on the cloud: {why}",
-                                  "set app.state_sync.strategy: none for a stateless app (the ALB weight shift "
-                                  f"is the handover), set {REACHABLE_ENV}=1 when this controller runs inside "
-                                  "the VPC, or use --mode recommend")
+                                  "set app.state_sync.strategy: none for a stateless app (the load balancer's "
+                                  f"weight shift is the handover), set {REACHABLE_ENV}=1 when this controller "
+                                  "runs inside the VPC, or use --mode recommend")
         w = cls(engine, catalog, spec)
         if spec.provider == "aws":
             w.platform = CloudPlatform(engine, private_reachable=reachable)
-        # instances take minutes to boot and pass two health checks; the drain is the ALB's
+        elif spec.provider == "gcp":
+            from sculpt.migrate.gcp import GcpPlatform
+
+            gcp = GcpPlatform(engine, private_reachable=reachable)
+            if mode == "auto" or check_credentials:
+                gcp.preflight()
+            w.platform = gcp
+        # instances take minutes to boot and pass two health checks; the drain is the load balancer's
         w.timeouts = Timeouts(healthy_s=900.0, step_s=1800.0, drain_s=float(spec.lb.drain_s) + 120.0, poll_s=5.0)
+        if isinstance(w.platform, CloudPlatform):
+            w.platform.timeouts = w.timeouts  # how long a moved volume's new holder may take to serve
         return w
 
     def readings_source(self, source: str) -> Any:

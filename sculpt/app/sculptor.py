@@ -28,9 +28,9 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 import numpy as np
 
@@ -40,6 +40,8 @@ from sculpt.decide.decision import (
     HOURS_PER_MONTH,
     REASONS,
     BatchDecision,
+    Columns,
+    ForecastColumns,
     Why,
     family_mask,
     plan_of,
@@ -64,9 +66,19 @@ MAX_TICK_FAILURES = 5  # consecutive failed ticks after which the loop gives up 
 
 
 # -- settings and time ---------------------------------------------------------------------------------------
+VOLUME_OUTAGE_S = 120.0
+"""A ``volume`` hand-over on a cloud: blue stops, the volume detaches and attaches to green, green mounts it,
+starts its app and passes two 10-second health checks — about two minutes without service (an estimate;
+not measured on a real cloud)."""
+
+
 def cost_model_for(spec: FleetSpec, base: CostModel = DEFAULT_COST) -> CostModel:
-    """The decision's constants for a live fleet: the spec's aggressiveness and utilisation cap."""
-    return replace(base, aggressiveness=spec.aggressiveness, utilisation_cap=spec.slo.max_utilisation)
+    """The decision's constants for a live fleet: the spec's aggressiveness and utilisation cap, and the
+    outage a cloud ``volume`` hand-over causes (charged to every move at the SLO penalty rate)."""
+    cm = replace(base, aggressiveness=spec.aggressiveness, utilisation_cap=spec.slo.max_utilisation)
+    if spec.engine == "pulumi" and spec.app.state_sync.strategy == "volume":
+        cm = replace(cm, outage_s=max(cm.outage_s, VOLUME_OUTAGE_S))
+    return cm
 
 
 class ScaledClock:
@@ -90,6 +102,12 @@ class ScaledClock:
 
     def sleep(self, seconds: float) -> None:
         self.base.sleep(seconds / self.factor)
+
+
+BACKFILL_STEP_S = 300.0
+"""Backfill reads history at 5-minute steps: the models' slot (``sculpt.forecast``), CloudWatch's basic period."""
+AUTO_BACKFILL_H = 24.0
+"""A watcher or plan with no model checkpoint learns this much history from a range source before it decides."""
 
 
 def stream_names(stack: str, n: int) -> list[str]:
@@ -192,6 +210,12 @@ class RangeReadings:
             log.warning("metric source failed: %s", e)
             return {}
         return {i: dict(samples[-1].values) for i, samples in data.items() if samples}
+
+    def history(self, slots: Sequence[SlotInfo], start: float, end: float, step: float) -> dict[str, list[Any]]:
+        """Every sample of ``slots`` in ``[start, end]`` (``Sample`` lists, oldest first), for backfill.
+
+        Raises ``SculptError`` when the source fails: a backfill that cannot read says so."""
+        return self.source.read([s.id for s in slots], start, end, step)  # type: ignore[no-any-return]
 
 
 # -- the predictor, guarded -----------------------------------------------------------------------------------
@@ -309,10 +333,13 @@ class Handover:
         use = np.isfinite(np.asarray(new.cpu_p50, dtype=np.float64)) & (np.asarray(new.samples) > 0) \
             & (nc >= np.fmin(oc, self.enough) - 1e-12)
         self.done = bool(len(streams)) and bool(use.all())
-        cols = ("cpu_p50", "cpu_p95", "cpu_lo", "cpu_hi", "mem_p50", "mem_p95", "mem_lo", "mem_hi", "confidence",
-                "samples")
+        def pick(c: str) -> np.ndarray:
+            return np.where(use, np.asarray(getattr(new, c)), np.asarray(getattr(old, c)))
+
         return replace(new, model=new.model if self.done else f"{old.model}->{new.model}",
-                       **{c: np.where(use, np.asarray(getattr(new, c)), np.asarray(getattr(old, c))) for c in cols})
+                       cpu_p50=pick("cpu_p50"), cpu_p95=pick("cpu_p95"), cpu_lo=pick("cpu_lo"), cpu_hi=pick("cpu_hi"),
+                       mem_p50=pick("mem_p50"), mem_p95=pick("mem_p95"), mem_lo=pick("mem_lo"), mem_hi=pick("mem_hi"),
+                       confidence=pick("confidence"), samples=pick("samples"))
 
     def dumps(self) -> bytes:
         return self.new.dumps() if self.done else self.old.dumps()
@@ -445,19 +472,50 @@ class LivePort:
                 continue
             if s.shape in self.names:
                 self._current[row] = self.names.index(s.shape)
-            v = self.values.get(s.id) or {}
-            c, m = float(v.get("cpu_cores", math.nan)), float(v.get("mem_gib", math.nan))
-            if math.isnan(c) and "cpu_pct" in v and s.shape in self.names:  # CloudWatch: % of the shape
-                c = float(v["cpu_pct"]) / 100.0 * float(self.arrays.vcpu[self.names.index(s.shape)])
-            if not (math.isfinite(c) and c >= 0):
+            c, m = self._cpu_mem(s, self.values.get(s.id) or {})
+            if c is None:
                 self.warnings.append(f"{s.id}: no CPU reading this tick (metric source down or NaN): holding")
                 continue
             rows.append(row)
             cpu.append(c)
-            mem.append(m if math.isfinite(m) and m >= 0 else math.nan)
+            mem.append(m)
         r = np.array(rows, dtype=np.int64)
         return Observation(rows=r, t=np.full(len(r), now), cpu_cores=np.array(cpu, dtype=np.float64),
                            mem_gib=np.array(mem, dtype=np.float64))
+
+    def _cpu_mem(self, s: SlotInfo, v: Mapping[str, float]) -> tuple[float | None, float]:
+        """CPU cores (``None`` when unknown) and memory GiB (NaN when unknown) from one reading of ``s``."""
+        c, m = float(v.get("cpu_cores", math.nan)), float(v.get("mem_gib", math.nan))
+        if math.isnan(c) and "cpu_pct" in v and s.shape in self.names:  # CloudWatch: % of the shape
+            c = float(v["cpu_pct"]) / 100.0 * float(self.arrays.vcpu[self.names.index(s.shape)])
+        if not (math.isfinite(c) and c >= 0):
+            return None, math.nan
+        return c, (m if math.isfinite(m) and m >= 0 else math.nan)
+
+    def history(self, start: float, end: float, step: float) -> list[Observation]:
+        """The serving slots' past readings from a range source (Prometheus, CloudWatch), one ``Observation``
+        per sample time, oldest first; empty when the readings keep no history (the local source)."""
+        read = getattr(self.readings, "history", None)
+        slots = self.view.slots()
+        if read is None or not slots:
+            return []
+        self._assign(slots)
+        data = read(slots, start, end, step)
+        at: dict[float, list[tuple[int, float, float]]] = {}
+        for s in slots:
+            row = self.row_of.get(s.id)
+            if row is None:
+                continue
+            for sample in data.get(s.id) or []:
+                c, m = self._cpu_mem(s, sample.values)
+                if c is not None:
+                    at.setdefault(float(sample.time), []).append((row, c, m))
+        out = []
+        for t, items in sorted(at.items()):
+            rows, cpu, mem = zip(*items, strict=True)
+            out.append(Observation(rows=np.array(rows, dtype=np.int64), t=np.full(len(rows), t),
+                                   cpu_cores=np.array(cpu, dtype=np.float64), mem_gib=np.array(mem, dtype=np.float64)))
+        return out
 
     def current(self) -> np.ndarray:
         return self._current
@@ -611,6 +669,15 @@ def merge_plans(stack: str, plans: Sequence[Plan], fallback_reason: str) -> Plan
 
 
 # -- the service ----------------------------------------------------------------------------------------------
+class Counters(TypedDict):
+    """What a ``SculptorService`` has done since it started (the ``/metrics`` counters)."""
+
+    ticks: int
+    decisions: dict[str, int]  # plans by decision (hold, migrate...)
+    migrations: dict[str, int]  # morphs by result
+    warnings: int
+
+
 class SculptorService:
     """The live sculptor of one stack: ``tick()`` runs the shared loop once; ``run()`` repeats it."""
 
@@ -635,7 +702,7 @@ class SculptorService:
         self.n = 0
         self.last: TickReport | None = None
         self.history: dict[str, deque[float]] = {}
-        self.counters = {"ticks": 0, "decisions": {}, "migrations": {}, "warnings": 0}
+        self.counters: Counters = {"ticks": 0, "decisions": {}, "migrations": {}, "warnings": 0}
         self.lock = threading.RLock()
         self._stop = threading.Event()
 
@@ -700,7 +767,8 @@ class SculptorService:
         self.sculptor.allowed = family_mask(arrays, self.spec.families) & avail
         self.port.allowed = self.sculptor.allowed
 
-    def _region_choice(self, rows: np.ndarray, floored: Any, now: float) -> tuple[Candidate, Candidate] | None:
+    def _region_choice(self, rows: np.ndarray, floored: ForecastColumns | None, now: float
+                       ) -> tuple[Candidate, Candidate] | None:
         """The geographic choice for the busiest replica: (best, stay) when another allowed region would
         serve it for less, availability-weighted and net of the move's cost (overlap, transfer of
         ``state_gb``, risk; ``sculpt.decide.availability.rank``); None otherwise or with too little history."""
@@ -729,7 +797,7 @@ class SculptorService:
             return None
         return best, stay
 
-    def elsewhere(self, rows: np.ndarray, floored: Any, now: float) -> str | None:
+    def elsewhere(self, rows: np.ndarray, floored: ForecastColumns | None, now: float) -> str | None:
         """The advisory note of a holding plan when another allowed region would be cheaper."""
         choice = self._region_choice(rows, floored, now)
         if choice is None:
@@ -739,7 +807,7 @@ class SculptorService:
                 f"less over {self.cost.payback_h:g} h (launch availability {best.availability:.0%}); a region move is "
                 f"blue/green: `sculpt morph --region {best.region} --shape {best.shape}`")
 
-    def _region_plan(self, now: float, rows: np.ndarray, floored: Any, hold: Plan) -> Plan:
+    def _region_plan(self, now: float, rows: np.ndarray, floored: ForecastColumns | None, hold: Plan) -> Plan:
         """A holding plan, or a region move when one pays and passes the gates of any non-urgent move:
         confidence floor (in ``_region_choice``), cooldown since the last move of any replica, the
         aggressiveness threshold on the availability-weighted net gain, and every mandatory policy rule on
@@ -846,6 +914,20 @@ class SculptorService:
         """One reading without learning: rate metrics (CPU cores, rps) need two polls to exist."""
         self.port.observe(self.clock.now())
 
+    def backfill(self, hours: float, step_s: float = BACKFILL_STEP_S) -> int:
+        """Learn the last ``hours`` of the fleet's readings from a range source before the first tick, so a new
+        watcher (or ``sculpt plan`` in CI) starts with a forecast instead of "no history yet". Returns the
+        number of samples learned (0 when the source keeps no history). Raises ``SculptError`` when the
+        source fails."""
+        if hours <= 0:
+            return 0
+        now = self.clock.now()
+        with self.lock:
+            seen = self.port.history(now - hours * 3600.0, now, step_s)
+            for obs in seen:
+                self.sculptor.learn(obs)
+        return sum(len(o.rows) for o in seen)
+
     def plan(self) -> Plan:
         """The next plan without acting: the last tick's if there was one, else a decision on what is known."""
         with self.lock:
@@ -855,21 +937,22 @@ class SculptorService:
             batch = self.sculptor.decide(self.clock.now(), self.port.current(), self.port.pending(), rows)
             return self._fleet_plan(self.clock.now(), rows, batch)[0]
 
-    def _forecast(self, rows: np.ndarray) -> Any:
+    def _forecast(self, rows: np.ndarray) -> tuple[ForecastBatch, Columns]:
+        """The model's forecast of ``rows`` and the same floored by the latest readings (``nowcast``)."""
         names = [self.sculptor.streams[int(i)] for i in rows]
         fc = self.guard.forecast_many(names, self.cost.horizon_h * 3600.0)
         cpu, mem = self.sculptor.last_cpu[rows], self.sculptor.last_mem[rows]
         peaks = getattr(self.sculptor, "peaks", None)
         if peaks is not None:  # the same floors the decision used (recent peaks), when the loop keeps them
             try:
-                return fc, nowcast(fc, cpu, mem, recall=peaks[rows].max(axis=1),  # type: ignore[call-arg]
+                return fc, nowcast(fc, cpu, mem, recall=peaks[rows].max(axis=1),
                                    mem_recall=getattr(self.sculptor, "mem_recall_h", 0) > 0)
             except (TypeError, IndexError, AttributeError) as e:
                 log.debug("nowcast with recall unavailable (%s); showing the plain nowcast", e)
         return fc, nowcast(fc, cpu, mem)
 
-    def _fleet_plan(self, now: float, rows: np.ndarray, batch: BatchDecision, floored: Any = None
-                    ) -> tuple[Plan, list[Plan]]:
+    def _fleet_plan(self, now: float, rows: np.ndarray, batch: BatchDecision,
+                    floored: ForecastColumns | None = None) -> tuple[Plan, list[Plan]]:
         """The fleet's plan and the per-replica plans it merges (one per decided row)."""
         if floored is None:
             floored = self._forecast(rows)[1] if len(rows) else None
@@ -915,11 +998,12 @@ class SculptorService:
         return self.sculptor.streams[row]
 
     def _report(self, now: float, rows: np.ndarray, batch: BatchDecision, act: Action | None) -> TickReport:
-        fc, floored = self._forecast(rows) if len(rows) else (None, None)
+        floored = self._forecast(rows)[1] if len(rows) else None
         plan, subs = self._fleet_plan(now, rows, batch, floored)
         out = []
         arrays = self.port.arrays
         for i, row in enumerate(rows):
+            assert floored is not None  # rows is not empty here
             row = int(row)
             slot = self._slot_of(row)
             cur = int(batch.current[i])
@@ -1087,11 +1171,13 @@ def make_readings(source: str, clock: Clock | None = None) -> Readings:
 def open_service(spec_path: Any, *, mode: Mode = "recommend", model: str = "ensemble", source: str = "local",
                  clock: Clock | None = None, cost: CostModel | None = None, lock: bool = True,
                  recover: bool = True, progress: Any = None, timeouts: Any = None, seed: int = 0,
-                 save: bool = True) -> Opened:
+                 save: bool = True, backfill_h: float | None = None) -> Opened:
     """Wire the live sculptor of the stack in ``spec_path``: lock, recovery, checkpoint, port, actuator.
 
     ``lock`` takes ``"<stack>:watch"`` (a second watcher gets ``LockedError``); ``recover`` finishes or
-    rolls back a morph a dead controller left half-done.
+    rolls back a morph a dead controller left half-done. ``backfill_h``: hours of the range source's history
+    to learn before the first tick; ``None`` means ``AUTO_BACKFILL_H`` when no model checkpoint was resumed
+    and the source keeps history (Prometheus, CloudWatch), else none.
     """
     from sculpt.app.wiring import wire
     from sculpt.forecast import persist
@@ -1119,10 +1205,12 @@ def open_service(spec_path: Any, *, mode: Mode = "recommend", model: str = "ense
         cm = cost or cost_model_for(spec)
         predictor, note = persist.restore(w.ledger, checkpoint_key(w.stack), model, profile=spec.profile,
                                           seed=seed, horizon_s=cm.horizon_h * 3600.0)
+        resumed = False
         if note:
             notes.append(note)
         elif w.ledger.load_checkpoint(checkpoint_key(w.stack), model) is not None:
             notes.append(f"resumed model '{model}' from its checkpoint")
+            resumed = True
         notes.extend(getattr(predictor, "notes", []) or [])
         from sculpt.providers.local.client import AgentClient
 
@@ -1162,6 +1250,13 @@ def open_service(spec_path: Any, *, mode: Mode = "recommend", model: str = "ense
         migs = [m for m in w.ledger.migrations(w.stack) if m.result == "done"]
         if migs:
             svc.seed_cooldown(max(m.started for m in migs))
+        hours = (0.0 if resumed else AUTO_BACKFILL_H) if backfill_h is None else backfill_h
+        if hours > 0 and hasattr(readings, "history"):
+            try:
+                n = svc.backfill(hours)
+                notes.append(f"learned {n} sample(s) from the last {hours:g} h of --source {source}")
+            except SculptError as e:
+                notes.append(f"no backfill from --source {source}: {e}")
         return Opened(svc, w, notes, locked, save)
     except BaseException:
         if locked:

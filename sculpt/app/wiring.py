@@ -6,17 +6,20 @@ directory (``$SCULPT_HOME`` or ``.sculpt/`` beside the spec) and the catalog are
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sculpt.catalog import load_catalog
+from sculpt.catalog import load_catalog, refreshed_path
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ConfigError, SculptError
 from sculpt.domain.fleet import Fleet, Slot
 from sculpt.domain.spec import FleetSpec, load_spec
 from sculpt.engine.local import LocalEngine
 from sculpt.ledger import Ledger, state_dir
+
+log = logging.getLogger("sculpt.wiring")
 
 
 @dataclass
@@ -115,10 +118,7 @@ def catalog_for(spec: FleetSpec, home: Path, spec_dir: Path | None = None) -> Ca
     if spec.catalog_file:
         p = Path(spec.catalog_file)
         return load_catalog(provider, p if p.is_absolute() or spec_dir is None else spec_dir / p)
-    refreshed = home / "catalog" / f"{provider}.csv"
-    if provider in ("aws", "gcp") and refreshed.exists():
-        return load_catalog(provider, refreshed)
-    return load_catalog(provider)
+    return load_catalog(provider, refreshed_path(provider, home))
 
 
 def wire(spec_path: str | Path, *, apply_timeout_s: float = 30.0) -> Wiring:
@@ -129,7 +129,24 @@ def wire(spec_path: str | Path, *, apply_timeout_s: float = 30.0) -> Wiring:
     ledger = Ledger(home / "ledger.db")
     catalog = catalog_for(spec, home, path.resolve().parent)
     engine = make_engine(spec, ledger, catalog, home, apply_timeout_s=apply_timeout_s)
+    adopt_backend_history(engine)
     return Wiring(spec.fleet, home, ledger, catalog, engine, spec, path)
+
+
+def adopt_backend_history(engine: Any) -> None:
+    """Bring this machine's ledger up to the stack's history when the engine keeps it elsewhere (a shared
+    Pulumi backend; see ``PulumiEngine.adopt``). A backend that cannot be read (no CLI, no credentials) is
+    left for the verb itself to report, in its own words."""
+    adopt = getattr(engine, "adopt", None)
+    if adopt is None:
+        return
+    try:
+        n = adopt()
+    except SculptError as e:
+        log.debug("could not read the stack's history from its backend: %s", e)
+        return
+    if n:
+        log.warning("adopted %d version(s) of stack '%s' from its Pulumi backend", n, engine.stack)
 
 
 def wire_stack(stack: str | None, spec_path: str | Path) -> Wiring:
@@ -155,28 +172,42 @@ def wire_stack(stack: str | None, spec_path: str | Path) -> Wiring:
 
     spec = parse_spec(last.spec, f"stack '{stack}'")
     catalog = catalog_for(spec, home)
-    return Wiring(stack, home, ledger, catalog, make_engine(spec, ledger, catalog, home), spec, None)
+    engine = make_engine(spec, ledger, catalog, home)
+    adopt_backend_history(engine)
+    return Wiring(stack, home, ledger, catalog, engine, spec, None)
 
 
 def recover_unfinished(w: Wiring) -> list[str]:
     """Resume or roll back any morph a dead controller left half-done (see ``sculpt.migrate.recover``).
 
     Every verb that touches a stack calls this first; it costs one SQLite query when there is nothing to
-    do. Returns one line per recovered migration for the verb to print.
+    do. On ``engine: pulumi`` the platform is the cloud one (each recovery step a stack update). Returns one
+    line per recovered migration for the verb to print.
     """
-    if getattr(w.engine, "name", None) != "local":
-        return []
     from sculpt.migrate import recover
+    from sculpt.migrate.recovery import orphaned
 
-    return [f"recovered interrupted morph {r.migration_id}: {r.result}"
-            for r in recover(w.state_dir, w.stack, ledger=w.ledger)]
+    if getattr(w.engine, "name", None) == "local":
+        reports = recover(w.state_dir, w.stack, ledger=w.ledger)
+    else:
+        if not orphaned(w.ledger, w.stack) or w.spec is None:
+            return []
+        from sculpt.app.cloud import CloudWiring
+
+        cw = CloudWiring.of(w.engine, w.catalog, w.spec, mode="recommend")
+        if cw.platform is None:
+            return [f"an interrupted morph of '{w.stack}' is left as it is: morphs on provider "
+                    f"'{w.spec.provider}' are not built"]
+        reports = recover(w.state_dir, w.stack, ledger=w.ledger, platform=cw.platform, timeouts=cw.timeouts)
+    return [f"recovered interrupted morph {r.migration_id}: {r.result}" for r in reports]
 
 
 def morph_platform(w: Wiring) -> tuple[Any, Any]:
     """The migration platform and step timeouts for ``sculpt morph`` on this stack's engine.
 
-    ``local``: the agent's platform (the agent must be running). ``pulumi`` on AWS: the cloud platform
-    (each step a stack update, health from the ALB); what it cannot morph safely is refused in one line.
+    ``local``: the agent's platform (the agent must be running). ``pulumi`` on AWS or GCP: the cloud
+    platform (each step a stack update, health from the ALB or from the colour's managed instance group);
+    what it cannot morph safely, and GCP without Compute API credentials, is refused in one line.
     """
     from sculpt.domain.errors import ProviderError
     from sculpt.migrate import Timeouts
@@ -197,11 +228,12 @@ def morph_platform(w: Wiring) -> tuple[Any, Any]:
     why = cloud_blocker(w.spec, private_reachable=os.environ.get(REACHABLE_ENV, "") in ("1", "true", "yes"))
     if why:
         raise ConfigError(f"cannot morph '{w.stack}' on the cloud: {why}",
-                          "set app.state_sync.strategy: none for a stateless app (the ALB weight shift is the "
-                          f"handover), or set {REACHABLE_ENV}=1 when this controller runs inside the VPC")
-    cw = CloudWiring.of(w.engine, w.catalog, w.spec, mode="recommend")
+                          "set app.state_sync.strategy: none for a stateless app (the load balancer's weight "
+                          f"shift is the handover), or set {REACHABLE_ENV}=1 when this controller runs inside "
+                          "the VPC")
+    cw = CloudWiring.of(w.engine, w.catalog, w.spec, mode="recommend", check_credentials=True)
     if cw.platform is None:
         raise ConfigError(f"`sculpt morph` on provider '{w.spec.provider}' is not built yet",
-                          "use provider aws, or change the shape in sculpt.yaml and run `sculpt up`")
+                          "use provider aws or gcp, or change the shape in sculpt.yaml and run `sculpt up`")
     assert isinstance(cw.timeouts, Timeouts)
     return cw.platform, cw.timeouts

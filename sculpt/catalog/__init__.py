@@ -94,3 +94,12 @@ def load_catalog(provider: str, path: str | Path | None = None) -> Catalog:
     if provider == "gcp":
         return _load_csv(str(DATA / "gcp.csv"), "gcp")
     raise ConfigError(f"unknown provider '{provider}'", f"use one of: {', '.join(PROVIDERS)}")
+
+
+def refreshed_path(provider: str, home: str | Path) -> Path | None:
+    """The CSV ``sculpt catalog refresh`` wrote for ``provider`` under the state directory ``home``, if any.
+
+    Stacks price with it (``sculpt.app.wiring.catalog_for``) and ``sculpt catalog`` lists it, so both agree.
+    """
+    p = Path(home) / "catalog" / f"{provider}.csv"
+    return p if provider in ("aws", "gcp") and p.exists() else None

@@ -21,13 +21,19 @@ def list_offerings(
     min_memory_gib: Annotated[float, typer.Option(help="only shapes with at least this much memory")] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """List offerings (cheapest first); with --min-vcpu/--min-memory-gib, those meeting the demand."""
+    """List offerings (cheapest first); with --min-vcpu/--min-memory-gib, those meeting the demand.
+
+    Lists the catalog `sculpt catalog refresh` wrote to <state dir>/catalog/<provider>.csv when there is one
+    (the one stacks price with), else the built-in one; --json says which in "source".
+    """
     if ctx.invoked_subcommand is not None:
         return
-    from sculpt.catalog import load_catalog
+    from sculpt.catalog import load_catalog, refreshed_path
     from sculpt.domain.catalog import Demand
+    from sculpt.ledger import state_dir
 
-    cat = load_catalog(provider)
+    source = refreshed_path(provider, state_dir())  # what `sculpt catalog refresh` wrote, as stacks use
+    cat = load_catalog(provider, source)
     if region is not None and region not in cat.regions():
         from sculpt.domain.errors import NotFoundError
 
@@ -39,6 +45,7 @@ def list_offerings(
     if json_out:
         emit_json({
             "provider": cat.provider,
+            "source": str(source) if source else "built-in",
             "regions": list(cat.regions()) if region is None else [region],
             "offerings": [
                 {"shape": o.shape.name, "family": o.shape.family, "vcpu": o.shape.vcpu,
@@ -52,7 +59,8 @@ def list_offerings(
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{cat.provider} catalog" + (f" in {region}" if region else ""), show_lines=False)
+    title = f"{cat.provider} catalog" + (f" in {region}" if region else "") + (f" (from {source})" if source else "")
+    t = Table(title=title, show_lines=False)
     for col in ("shape", "family", "vCPU", "GiB", "GPU", "net Gb/s", "disk", "region", "$/h", "spot $/h"):
         t.add_column(col, justify="right" if col not in ("shape", "family", "disk", "region") else "left")
     for o in offers[:200]:

@@ -21,7 +21,7 @@ TEMPLATE = """\
 fleet: {fleet}                  # stack name: lower-case letters, digits and dashes
 engine: {engine}                # local (embedded, no cloud account) | pulumi (aws, gcp)
 provider: {provider}            # local | sim | aws | gcp
-profile: general                # high-throughput | low-latency | batch | memory-bound | general
+{cloud}profile: general                # high-throughput | low-latency | batch | memory-bound | general
 shape: {shape}                  # the shape to run now (`sculpt catalog` lists them)
 region: {region}                # the region to run in now
 regions: {regions}              # other regions sculpt may move the fleet to
@@ -71,8 +71,13 @@ def command(
         raise ConfigError(f"{path} already exists", "pass --force to overwrite it, or --spec another path")
     shape, region, regions = _DEFAULTS[provider]
     engine = "pulumi" if provider in ("aws", "gcp") else "local"
+    cloud = "" if engine == "local" else (
+        "backend_url: null               # Pulumi backend (s3://…, gs://…, https://api.pulumi.com); null: file:// "
+        "under .sculpt/\n")
+    if provider == "gcp":
+        cloud += "gcp_project: null               # GCP project id; null: the Pulumi provider's (GOOGLE_PROJECT)\n"
     text = TEMPLATE.format(fleet=fleet, engine=engine, provider=provider, shape=shape, region=region,
-                           regions="[" + ", ".join(regions) + "]")
+                           regions="[" + ", ".join(regions) + "]", cloud=cloud)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)

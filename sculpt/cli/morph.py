@@ -31,11 +31,14 @@ def command(
     strategy: StrategyOpt = "auto",
     fault: Annotated[str | None, typer.Option("--fault", help="inject a fault (see docs/migration.md); "
                                               "also $SCULPT_FAULT")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="seconds green may take to become healthy")] = 30.0,
-    step_timeout: Annotated[float, typer.Option("--step-timeout", help="seconds any other step may take")] = 30.0,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", min=1, help="seconds green may take to become healthy (default: 30 locally, 900 on a cloud)")] = None,
+    step_timeout: Annotated[float | None, typer.Option(
+        "--step-timeout", min=1, help="seconds any other step may take (default: 30 locally, 1800 on a cloud)")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Morph the fleet to --shape/--region with a journaled, rollback-safe migration, step by step."""
+    import dataclasses
     import os
     import signal
 
@@ -67,8 +70,10 @@ def command(
             else:
                 typer.echo(f"[{step.replica}] {step.state.value} done in {step.ended - step.started:.2f}s", err=True)
 
-        timeouts = cloud_timeouts or Timeouts(healthy_s=timeout, step_s=step_timeout,
-                                              drain_s=max(w.spec.lb.drain_s, 1.0))
+        base = cloud_timeouts or Timeouts(healthy_s=30.0, step_s=30.0, drain_s=max(w.spec.lb.drain_s, 1.0))
+        timeouts = dataclasses.replace(base, healthy_s=timeout or base.healthy_s, step_s=step_timeout or base.step_s)
+        if cloud_timeouts is not None and hasattr(platform, "timeouts"):
+            platform.timeouts = timeouts  # a moved volume's new holder gets the same --timeout
         orch = Orchestrator(platform, w.ledger, SystemClock(), faults=faults, progress=show, timeouts=timeouts)
         if faults.active:
             typer.echo(f"injecting fault: {faults}", err=True)

@@ -2,7 +2,9 @@
 
 ``--json`` prints ``{"stack", "version", "engine", "provider", "enforcement", "live_resize", "lb": {"address"},
 "instances": [{"id", "shape", "region", "colour", "weight", "healthy", "pid", "address", "cpu_limit",
-"mem_limit_mb", "enforcement", "restarts", ...}]}``. When nothing runs it prints the same keys with
+"mem_limit_mb", "enforcement", "restarts", ...}], "notes": [...]}`` (on ``engine: pulumi`` each instance also has
+``instance_id``, ``healthy`` is the cloud's health check or ``null`` when it cannot be read, and ``notes``
+says why). When nothing runs it prints the same keys with
 ``"version": null``, ``"lb": null``, ``"instances": []`` (plus ``"last_version"``) and exits 1.
 """
 
@@ -15,10 +17,11 @@ from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, StackOpt, emit_js
 
 def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: JsonOpt = False) -> None:
     """Show the running stack: version, load balancer address, instances and their enforced limits."""
+    from sculpt.app.status import stack_status
+
     w = open_stack(stack, spec)
     try:
-        engine = w.engine
-        live = engine.provider.status() if hasattr(engine, "provider") else None
+        live = stack_status(w)
         latest = w.ledger.latest_version(w.stack)
         current = w.ledger.latest_version(w.stack, succeeded_only=True)
     finally:
@@ -38,7 +41,8 @@ def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: Json
         raise typer.Exit(1)
     out = {**base, "version": current.version if current else None,
            "enforcement": live.get("enforcement"), "live_resize": live.get("live_resize"),
-           "agent_pid": live.get("agent_pid"), "lb": live.get("lb"), "instances": live.get("instances", [])}
+           "agent_pid": live.get("agent_pid"), "lb": live.get("lb"), "instances": live.get("instances", []),
+           "notes": live.get("notes", [])}
     if json_out:
         emit_json(out)
         return
@@ -53,10 +57,13 @@ def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: Json
         t.add_column(col, justify="right" if col in ("weight", "pid", "cpu", "mem MB", "restarts") else "left")
     for i in out["instances"]:
         t.add_row(i["id"], i["shape"], i["region"], i["colour"], str(i["weight"]),
-                  "yes" if i["healthy"] else "NO", str(i["pid"] or "-"), i["address"],
+                  "?" if i["healthy"] is None else "yes" if i["healthy"] else "NO", str(i["pid"] or "-"),
+                  str(i["address"] or "-"),
                   f"{i['cpu_limit']:g}" if i["cpu_limit"] is not None else "-", str(i["mem_limit_mb"]),
                   str(i.get("restarts", 0)))
     Console(width=None if is_tty() else 160).print(t)
+    for note in out["notes"]:
+        typer.echo(note)
     typer.echo(f"forecasting: ensemble {forecast['ensemble']}; models {', '.join(forecast['models'])}")
     for note in forecast["notes"]:
         typer.echo(f"note: {note}")

@@ -22,6 +22,7 @@ def command(
     """
     import time
 
+    from sculpt.app.status import stack_status
     from sculpt.app.wiring import recover_unfinished, wire
 
     t0 = time.monotonic()
@@ -34,7 +35,7 @@ def command(
         typer.echo(f"{w.stack}: {diff}" if not diff.empty else f"{w.stack}: no changes; re-applying", err=True)
         typer.echo(f"applying {len(fleet.slots)} slot(s) through the {w.engine.name} engine ...", err=True)
         version = w.engine.up(fleet, message)
-        status = w.engine.provider.status() if hasattr(w.engine, "provider") else None
+        status = stack_status(w)
     finally:
         w.close()
     took = time.monotonic() - t0
@@ -45,5 +46,9 @@ def command(
                    "seconds": round(took, 3), "lb": lb, "instances": instances})
         return
     healthy = sum(1 for i in instances if i.get("healthy"))
-    typer.echo(f"{w.stack}: version {version} succeeded in {took:.1f}s — {healthy}/{len(instances)} healthy, "
+    unknown = sum(1 for i in instances if i.get("healthy") is None)
+    health = f"{healthy}/{len(instances)} healthy" + (f" ({unknown} unknown)" if unknown else "")
+    typer.echo(f"{w.stack}: version {version} succeeded in {took:.1f}s — {health}, "
                f"serving on http://{lb.get('address')}")
+    for note in (status or {}).get("notes", []):
+        typer.echo(f"note: {note}", err=True)

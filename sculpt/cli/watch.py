@@ -31,6 +31,9 @@ def command(
     = "ensemble",
     source: Annotated[str, typer.Option("--source", help="local | prometheus=URL | cloudwatch[=REGION]")]
     = "local",
+    backfill: Annotated[float | None, typer.Option(
+        "--backfill", min=0, help="hours of --source history to learn first (default: 24 without a model "
+                                  "checkpoint, else 0; the local source keeps no history)")] = None,
     ticks: Annotated[int | None, typer.Option("--ticks", min=1, help="stop after N ticks")] = None,
     tick_s: Annotated[float | None, typer.Option("--tick", min=0.1, help="seconds between ticks "
                                                                          "(default: the spec's tick_s)")] = None,
@@ -54,7 +57,8 @@ def command(
             typer.echo(f"  morph step {getattr(st, 'value', st)} ...", err=True)
 
     old: dict[int, object] = {}
-    opened = open_service(spec, mode=mode, model=model, source=source, progress=progress)  # type: ignore[arg-type]
+    opened = open_service(spec, mode=mode, model=model, source=source, progress=progress,  # type: ignore[arg-type]
+                          backfill_h=backfill)
     svc = opened.service
     server = None
     try:

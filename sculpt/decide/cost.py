@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sculpt.domain.arrays import FloatArray
+
 Z95 = 1.6448536269514722  # standard normal 95th percentile
 SIGMA_MIN = 0.05  # a forecast is never treated as exact: at least ±5 % log-spread
 SIGMA_MAX = 1.0  # p95/p50 at most e^1.645 ≈ 5.2: an idle stream's p50 ≈ 0 must not make the tail unbounded
@@ -44,6 +46,10 @@ class CostModel:
     - ``overlap_s`` 600 s: blue/green runs both shapes while green boots and syncs; billed at the new price.
     - ``transfer_usd_per_gb`` / ``state_gb``: only across regions (state moved over the network).
     - ``pause_usd``: what the short LB pause costs per move (lost or delayed requests); 0 by default.
+    - ``outage_s`` 0: seconds a move leaves the service down, charged at the stream's SLO penalty rate (a
+      breach of the whole service for that long). 0 where the LB holds requests; ``cost_model_for`` sets it
+      for a cloud ``volume`` hand-over, where an EBS volume attaches to one instance at a time and an ALB
+      cannot hold requests (``sculpt.migrate.cloud``).
     - ``risk_usd`` $0.05: charged per move, scaled by (1 - confidence): unsure forecasts must save more.
     - ``aggressiveness`` 0.5: 0 moves only to prevent a breach, 1 chases every saving. The net gain a
       non-urgent move must clear is ``(1 - a) / a * min_gain_fraction`` of the current shape's payback cost
@@ -65,6 +71,7 @@ class CostModel:
     transfer_usd_per_gb: float = 0.02
     state_gb: float = 0.0
     pause_usd: float = 0.0
+    outage_s: float = 0.0
     risk_usd: float = 0.05
     aggressiveness: float = 0.5
     min_gain_fraction: float = 0.05
@@ -84,7 +91,7 @@ class CostModel:
 DEFAULT_COST = CostModel()
 
 
-def _norm_sf(z: np.ndarray) -> np.ndarray:
+def _norm_sf(z: np.ndarray) -> FloatArray:
     """P(Z > z) for a standard normal (Abramowitz–Stegun 7.1.26 erfc, |error| < 1.5e-7): no scipy needed.
 
     Computed in float32 (in place, one temporary): probabilities need ~1e-6, and 10,000 streams × 60
@@ -104,7 +111,7 @@ def _norm_sf(z: np.ndarray) -> np.ndarray:
     np.exp(x, out=x)
     poly *= x
     poly *= np.float32(0.5)
-    out = np.where(z >= 0, poly, np.float32(1.0) - poly).astype(np.float64)
+    out: FloatArray = np.where(z >= 0, poly, np.float32(1.0) - poly).astype(np.float64)
     return out
 
 

@@ -78,16 +78,27 @@ REASONS = {
 
 
 class ForecastColumns(Protocol):
-    """What ``decide_many`` reads from a forecast batch (``sculpt.forecast.base.ForecastBatch`` fits)."""
+    """What ``decide_many`` reads from a forecast batch (``sculpt.forecast.base.ForecastBatch`` fits).
 
-    cpu_p50: np.ndarray
-    cpu_p95: np.ndarray
-    cpu_hi: np.ndarray
-    mem_p50: np.ndarray
-    mem_p95: np.ndarray
-    mem_hi: np.ndarray
-    confidence: np.ndarray
-    samples: np.ndarray
+    Read-only members, so frozen dataclasses (``Columns``, ``ForecastBatch``) satisfy it.
+    """
+
+    @property
+    def cpu_p50(self) -> np.ndarray: ...
+    @property
+    def cpu_p95(self) -> np.ndarray: ...
+    @property
+    def cpu_hi(self) -> np.ndarray: ...
+    @property
+    def mem_p50(self) -> np.ndarray: ...
+    @property
+    def mem_p95(self) -> np.ndarray: ...
+    @property
+    def mem_hi(self) -> np.ndarray: ...
+    @property
+    def confidence(self) -> np.ndarray: ...
+    @property
+    def samples(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,9 @@ class Columns:
 
     @classmethod
     def of(cls, f: Forecast) -> Columns:
-        a = lambda v: np.array([float(v)], dtype=np.float64)  # noqa: E731
+        def a(v: float) -> np.ndarray:
+            return np.array([float(v)], dtype=np.float64)
+
         return cls(a(f.cpu_p50), a(f.cpu_p95), a(f.cpu_hi), a(f.mem_p50), a(f.mem_p95), a(f.mem_hi),
                    a(f.confidence), a(f.samples))
 
@@ -159,7 +172,8 @@ def net_gain(
     with np.errstate(invalid="ignore"):  # inf - inf where the current price is not finite: NaN -> hold
         benefit = expected[rows, current][:, None] - expected
     migration = (model.overlap_s / 3600.0) * np.where(ok_price, price, np.inf)[None, :] + model.pause_usd \
-        + model.risk_usd * (1.0 - np.clip(confidence, 0.0, 1.0))[:, None]
+        + model.risk_usd * (1.0 - np.clip(confidence, 0.0, 1.0))[:, None] \
+        + penalty[:, None] * (model.outage_s / 3600.0)
     if transfer_gb_cost is not None:
         migration = migration + transfer_gb_cost
     return expected, benefit, migration

@@ -18,6 +18,7 @@ Provider = Literal["local", "sim", "aws", "gcp"]
 Profile = Literal["high-throughput", "low-latency", "batch", "memory-bound", "general"]
 SyncStrategy = Literal["http", "command", "volume", "none"]
 Routing = Literal["weighted", "hash"]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 PROFILES: tuple[str, ...] = ("high-throughput", "low-latency", "batch", "memory-bound", "general")
 
@@ -83,10 +84,11 @@ class LoadBalancer(_Frozen):
     drain_s: float = Field(5.0, ge=0)
 
 
+_ALL_DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
 class ChangeWindow(_Frozen):
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    )
+    days: list[Day] = Field(default_factory=lambda: list(_ALL_DAYS))
     start: str = "00:00"
     end: str = "24:00"
 
@@ -131,6 +133,10 @@ class FleetSpec(_Frozen):
     policy: Policy = Policy()
     tags: dict[str, str] = Field(default_factory=dict)
     backend_url: str | None = Field(None, description="Pulumi backend URL (engine: pulumi); default file://")
+    gcp_project: str | None = Field(
+        None, pattern=r"^([a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+        description="GCP project id (provider gcp); default: the Pulumi provider's (GOOGLE_PROJECT)",
+    )
     catalog_file: str | None = Field(
         None, description="catalog CSV to price with (e.g. from `sculpt catalog refresh`); default: built-in"
     )
@@ -143,6 +149,8 @@ class FleetSpec(_Frozen):
             )
         if self.engine == "pulumi" and self.provider not in ("aws", "gcp"):
             raise ValueError(f"engine 'pulumi' drives aws or gcp, not '{self.provider}'; set engine: local")
+        if self.gcp_project and self.provider != "gcp":
+            raise ValueError(f"gcp_project is for provider gcp, not '{self.provider}'; remove it")
         return self
 
     @property

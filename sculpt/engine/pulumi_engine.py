@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sculpt.domain.catalog import Catalog
-from sculpt.domain.errors import ConfigError, ProviderError
+from sculpt.domain.errors import ConfigError, NotFoundError, ProviderError
 from sculpt.domain.fleet import Fleet
 from sculpt.domain.spec import FleetSpec
 from sculpt.engine.base import Diff, diff_fleets
@@ -127,14 +127,15 @@ def unexpected_changes(steps: tuple[ResourceStep, ...], diff: Diff) -> tuple[str
 
 
 def load_stacks() -> Any:
-    """The ``stacks`` package (the Pulumi programs) beside the ``sculpt`` package in a source checkout."""
+    """The ``stacks`` package (the Pulumi programs): installed with ``sculpt`` (the wheel carries it), or
+    beside the ``sculpt`` package in a source checkout that is not installed."""
     try:
         return importlib.import_module("stacks")
     except ImportError:
         root = Path(__file__).resolve().parents[2]
         if not (root / "stacks" / "__init__.py").exists():
             raise ConfigError("the Pulumi stack programs (the 'stacks' package) are not importable",
-                              "run sculpt from a checkout of its repository, or add it to PYTHONPATH") from None
+                              "reinstall sculpt (pip install 'sculpt[aws]'), or run it from a checkout of its repository") from None
         sys.path.insert(0, str(root))
         return importlib.import_module("stacks")
 
@@ -150,7 +151,7 @@ def describe_event(event: Any) -> str | None:
         m = event.res_op_failed_event.metadata
         return f"failed {m.op.value} {m.type} {m.urn.split('::')[-1]}"
     if event.diagnostic_event is not None and event.diagnostic_event.severity == "error":
-        return "error: " + event.diagnostic_event.message.strip()
+        return "error: " + str(event.diagnostic_event.message).strip()
     if event.summary_event is not None:
         changes = event.summary_event.resource_changes or {}
         return "done: " + (", ".join(f"{op} {n}" for op, n in sorted(changes.items())) or "no changes")
@@ -178,8 +179,9 @@ class PulumiEngine:
         self._outputs: dict[str, Any] | None = None  # the last update's stack outputs (plain values)
 
     # -- the Automation API, in one place ------------------------------------------------------------------
-    def _workspace_stack(self) -> Any:
-        """Create or select the stack (first use runs the CLI: a missing CLI fails here, clearly)."""
+    def _workspace_stack(self, *, create: bool = True) -> Any:
+        """Create (or, with ``create=False``, only select) the stack; first use runs the CLI, so a missing CLI
+        fails here, clearly. Selecting a stack the backend does not have raises ``StackNotFoundError``."""
         if self._stack_obj is not None:
             return self._stack_obj
         try:
@@ -200,8 +202,8 @@ class PulumiEngine:
                 project_settings=auto.ProjectSettings(name=PROJECT, runtime="python",
                                                       backend=auto.ProjectBackend(url=self.backend_url)),
             )
-            self._stack_obj = auto.create_or_select_stack(stack_name=self.stack, project_name=PROJECT,
-                                                          program=self._program, opts=opts)
+            pick = auto.create_or_select_stack if create else auto.select_stack
+            self._stack_obj = pick(stack_name=self.stack, project_name=PROJECT, program=self._program, opts=opts)
         return self._stack_obj
 
     @staticmethod
@@ -219,9 +221,12 @@ class PulumiEngine:
         from pulumi.automation import ConfigValue
 
         cloud = "aws:region" if fleet.spec.provider == "aws" else "gcp:region"
-        return {FLEET_KEY: ConfigValue(value=json.dumps(fleet.model_dump(mode="json"), separators=(",", ":"))),
-                VERSION_KEY: ConfigValue(value=str(version)),
-                cloud: ConfigValue(value=fleet.spec.region)}
+        out = {FLEET_KEY: ConfigValue(value=json.dumps(fleet.model_dump(mode="json"), separators=(",", ":"))),
+               VERSION_KEY: ConfigValue(value=str(version)),
+               cloud: ConfigValue(value=fleet.spec.region)}
+        if fleet.spec.provider == "gcp" and fleet.spec.gcp_project:  # else the provider's GOOGLE_PROJECT
+            out["gcp:project"] = ConfigValue(value=fleet.spec.gcp_project)
+        return out
 
     def _on_event(self, event: Any) -> None:
         line = describe_event(event)
@@ -302,9 +307,9 @@ class PulumiEngine:
             summaries = self._workspace_stack().history()
         by_version: dict[int, Any] = {}
         for s in summaries:
-            v = _version_of(s.config)
-            if v is not None and s.kind in ("update", "destroy") and v not in by_version:
-                by_version[v] = s  # history is newest first: keep the latest attempt of each version
+            n = _version_of(s.config)
+            if n is not None and s.kind in ("update", "destroy") and n not in by_version:
+                by_version[n] = s  # history is newest first: keep the latest attempt of each version
         out = []
         for v in self.ledger.versions(self.stack):
             s = by_version.get(v.version)
@@ -319,6 +324,51 @@ class PulumiEngine:
     def current(self) -> Fleet | None:
         v = self.ledger.latest_version(self.stack, succeeded_only=True)
         return fleet_of(v) if v is not None and v.fleet.get("slots") else None
+
+    def adopt(self) -> int:
+        """Bring the ledger up to the stack's update history on the backend; returns versions adopted.
+
+        Why: the ledger is local, the stack is not. On a CI runner or a second laptop sharing the backend
+        (``backend_url``), the ledger lacks the versions others made, so ``status``, ``plan`` and ``watch``
+        would call the stack not running (or show an old fleet) and the next ``up`` would reuse a number.
+        Every update sculpt makes carries its version and fleet in the stack config, and Pulumi keeps the
+        config of every update: each one newer than the ledger's latest version becomes the ledger version it
+        was (the latest attempt of a number wins). Nothing is created: a stack the backend does not have is
+        left alone (0). ``sculpt.app.wiring`` calls this when a verb opens a Pulumi stack.
+        """
+        last = self.ledger.latest_version(self.stack)
+        newest_known = last.version if last is not None else 0
+        try:
+            with translated(self.stack):
+                summaries = self._workspace_stack(create=False).history()
+        except NotFoundError:
+            self._stack_obj = None
+            return 0
+        adopted = 0
+        seen: set[int] = set()
+        for s in summaries:  # newest first: the latest attempt of each version
+            n, raw = _version_of(s.config), _value(s.config.get(FLEET_KEY))
+            if n is None or n <= newest_known or not raw or n in seen or s.kind not in ("update", "destroy"):
+                continue
+            seen.add(n)
+            try:
+                fleet = Fleet.model_validate(json.loads(raw))
+            except ValueError as e:
+                log.warning("stack '%s': update for version %d carries no readable fleet (%s); skipped",
+                            self.stack, n, str(e).splitlines()[0])
+                continue
+            down = s.kind == "destroy"
+            message = str(s.message or "").removeprefix(f"sculpt v{n}: ")
+            adopted += self.ledger.import_version(
+                self.stack, n, spec=fleet.spec.model_dump(mode="json"),
+                fleet={"slots": []} if down else fleet_record(fleet),
+                result="succeeded" if s.result == "succeeded" else "failed",
+                message=f"{message} (adopted from the Pulumi backend)", kind="down" if down else
+                ("rollback" if message.startswith("rollback") else "up"),
+                when=s.end_time.timestamp() if s.end_time else s.start_time.timestamp())
+        if adopted:
+            log.info("stack '%s': adopted %d version(s) from the Pulumi backend's history", self.stack, adopted)
+        return adopted
 
     def outputs(self, *, refresh: bool = False) -> dict[str, Any]:
         """The stack outputs of the last update, as plain values (``stack output --json``).
@@ -342,13 +392,21 @@ class PulumiEngine:
         return ok[-2] if len(ok) >= 2 else None
 
     def destroy(self) -> None:
-        """Delete every resource of the stack; the history (Pulumi's and the ledger's) stays."""
+        """Delete every resource of the stack; the history (Pulumi's and the ledger's) stays. The destroy
+        carries its own version number in the stack config, so Pulumi's history numbers it as the ledger does."""
         with self.ledger.lock(self.stack, "down"):
-            with translated(self.stack):
-                self._workspace_stack().destroy(on_event=self._on_event, message=f"sculpt down {self.stack}")
-            self._outputs = {}
             last = self.ledger.latest_version(self.stack, succeeded_only=True)
-            if last is not None and last.fleet.get("slots"):
+            record = last is not None and bool(last.fleet.get("slots"))
+            with translated(self.stack):
+                stack = self._workspace_stack()
+                if record:
+                    from pulumi.automation import ConfigValue
+
+                    stack.set_all_config({VERSION_KEY: ConfigValue(value=str(self._next_version()))})
+                stack.destroy(on_event=self._on_event, message=f"sculpt down {self.stack}")
+            self._outputs = {}
+            if record:
+                assert last is not None
                 self.ledger.append_version(self.stack, spec=last.spec, fleet={"slots": []}, result="succeeded",
                                            message="down", kind="down")
 
@@ -385,9 +443,13 @@ class PulumiEngine:
         return None
 
 
+def _value(raw: Any) -> Any:
+    """A config entry as Pulumi's history gives it (a ``ConfigValue`` or a plain value) -> the value."""
+    return getattr(raw, "value", raw)
+
+
 def _version_of(config: Mapping[str, Any]) -> int | None:
-    raw = config.get(VERSION_KEY)
-    value = getattr(raw, "value", raw)
+    value = _value(config.get(VERSION_KEY))
     try:
         return int(value) if value is not None else None
     except (TypeError, ValueError):

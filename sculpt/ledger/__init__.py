@@ -196,6 +196,18 @@ class Ledger:
             )
             return int(n)
 
+    def import_version(self, stack: str, version: int, *, spec: dict[str, Any], fleet: dict[str, Any],
+                       result: str, message: str = "", kind: str = "up", when: float | None = None) -> bool:
+        """Record ``version`` of ``stack`` under its own number (history kept elsewhere, e.g. a shared Pulumi
+        backend); a number the ledger already has is left as it is. True when it was recorded."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO versions VALUES (?,?,?,?,?,?,?,?)",
+                (stack, version, when if when is not None else time.time(), json.dumps(spec), json.dumps(fleet),
+                 result, message, kind),
+            )
+            return cur.rowcount == 1
+
     def set_version_result(self, stack: str, version: int, result: str, message: str | None = None) -> None:
         with self._tx() as db:
             if message is None:
@@ -338,7 +350,7 @@ class Ledger:
 
     def checkpoints(self, key: str | None = None) -> list[tuple[str, str, float]]:
         q = "SELECT key, model, time FROM checkpoints" + (" WHERE key=?" if key else "") + " ORDER BY key, model"
-        return [tuple(r) for r in self._conn().execute(q, (key,) if key else ()).fetchall()]  # type: ignore[misc]
+        return [tuple(r) for r in self._conn().execute(q, (key,) if key else ()).fetchall()]
 
     # -- metric rollups -----------------------------------------------------------------------------------
     def add_rollup(self, stack: str, instance: str, when: float, data: dict[str, Any]) -> None:

@@ -232,6 +232,9 @@ class FakePlatform:
     def set_readonly(self, slot_id: str, on: bool) -> None:
         self.live[slot_id].readonly = on
 
+    def moves_volume(self) -> bool:
+        return False
+
     def data_dir(self, slot_id: str) -> Path | None:
         return None
 

@@ -166,6 +166,9 @@ class LocalPlatform:
             self._readonly_unsupported = True
             log.warning("the app has no /admin/readonly endpoint: one writer rests on the LB pause alone")
 
+    def moves_volume(self) -> bool:
+        return False  # 'volume' copies the data directory before green starts (sculpt.migrate.sync)
+
     def data_dir(self, slot_id: str) -> Path | None:
         row = self._rows().get(slot_id)
         if row is not None and row.get("data_dir"):

@@ -470,9 +470,11 @@ class Orchestrator:
         log.warning("morph %s rolling back: %s", self.mid, reason)
         try:
             h = ctx.handover
-            insts = self.p.instances()
             # From RESUME on, green may have taken writes (copying back when it took none is harmless).
+            # Before that, nothing is asked of the instances: a health API that fails (a cloud's 403) must
+            # not stop the re-apply that puts blue back.
             traffic_reached_green = committed(failed_in) or committed(ctx.reached)
+            insts = self.p.instances() if h is not None and traffic_reached_green else {}
             if h is not None and traffic_reached_green and ctx.blue in insts and ctx.green in insts:
                 # green took writes: hold traffic, freeze green, hand its keys back before blue serves again.
                 self.p.pause()
@@ -487,7 +489,8 @@ class Orchestrator:
             v = self.p.rollback(ctx.base_version, f"morph {self.mid} rolled back: {reason}")
             if rep is not None:
                 rep.versions.append(v)
-            if ctx.blue in self.p.instances():
+            # blue can be read-only only once the pause began (journaled before the switch)
+            if (ctx.paused or ctx.readonly or traffic_reached_green) and ctx.blue in self.p.instances():
                 self.p.set_readonly(ctx.blue, False)
         finally:
             self._resume(ctx)

@@ -45,7 +45,7 @@ class Checkpoint:
     def from_json(data: dict[str, object]) -> Checkpoint:
         items = data.get("items") or {}
         deleted = data.get("deleted") or []
-        return Checkpoint(int(data.get("seq", 0)), {str(k): str(v) for k, v in dict(items).items()},  # type: ignore[call-overload,arg-type]
+        return Checkpoint(int(data.get("seq", 0)), {str(k): str(v) for k, v in dict(items).items()},  # type: ignore[call-overload]
                           tuple(str(k) for k in deleted))  # type: ignore[attr-defined]
 
     def only(self, keys: set[str] | None) -> Checkpoint:
@@ -103,6 +103,12 @@ class Platform(Protocol):
 
     def keyed_routing(self) -> bool:
         """True when the load balancer routes by key (consistent hashing) rather than by weight."""
+        ...
+
+    def moves_volume(self) -> bool:
+        """True when, with ``state_sync.strategy: volume``, the platform itself moves the data volume to
+        green in the shift (and back in a rollback): the state then travels with the volume, so nothing is
+        copied (no data directories, no delta). False: the Syncer copies blue's data directory to green."""
         ...
 
     # -- state transport -------------------------------------------------------------------------------

@@ -8,8 +8,13 @@ traffic. Four strategies (``app.state_sync.strategy``):
 - ``command``: the user's ``checkpoint_command`` on blue and ``restore_command`` on green, once while blue
   serves and once more under the pause. Placeholders: ``{url}`` (instance base URL), ``{data_dir}``,
   ``{file}`` (a scratch file the two commands share), ``{since}`` (0 for a full copy).
-- ``volume``: blue's data directory is copied to green's before green starts (green boots from it, as from
-  an attached snapshot); the writes after the copy move as an HTTP delta under the pause.
+- ``volume``: on a platform that moves the data volume itself (``Platform.moves_volume``: AWS, where the
+  shift's stack update stops blue, detaches its EBS volume and attaches it to green), nothing is copied: the
+  state travels with the volume, and back with it in a rollback. That costs an outage: a volume attaches to
+  one instance at a time and an ALB cannot hold requests, so requests fail from blue's stop until green's
+  app is up (a warning says so when such a morph starts). Elsewhere (the local provider), blue's data
+  directory is copied to green's before green starts (green boots from it, as from an attached snapshot)
+  and the writes after the copy move as an HTTP delta under the pause.
 - ``none``: stateless application.
 
 With consistent-hash routing (``lb.routing: hash``) over several replicas, only the keys whose owner
@@ -20,6 +25,7 @@ from ``s`` to ``d``. The pure helper :func:`moving_keys` says which.
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import shutil
 import subprocess
@@ -31,6 +37,8 @@ from pathlib import Path
 from sculpt.domain.errors import ConfigError, ProviderError
 from sculpt.domain.spec import StateSync
 from sculpt.migrate.port import Checkpoint, Platform
+
+log = logging.getLogger("sculpt.migrate.sync")
 
 Ring = tuple[tuple[str, int], ...]
 """Hash-ring members: (slot id, weight) of every slot that takes traffic."""
@@ -106,6 +114,10 @@ class Syncer:
     def strategy(self) -> str:
         return self.cfg.strategy
 
+    def _volume_moves(self) -> bool:
+        """``volume`` on a platform that moves the volume itself: no copy, no delta, no reverse copy."""
+        return self.strategy == "volume" and self.p.moves_volume()
+
     def check(self, keyed: bool, replicas: int) -> None:
         """Refuse combinations that cannot keep one writer per key."""
         if keyed and self.strategy in ("command", "volume") and replicas > 1:
@@ -119,8 +131,15 @@ class Syncer:
 
     # -- steps -------------------------------------------------------------------------------------------
     def before_provision(self, h: Handover) -> None:
-        """``volume``: seed each green's data directory from its blue's before green starts."""
+        """``volume``: seed each green's data directory from its blue's before green starts (or, where the
+        platform moves the volume itself, say that the handover is an outage and copy nothing)."""
         if self.strategy != "volume":
+            return
+        if self._volume_moves():
+            for blue, green in h.pairs.items():
+                log.warning("state_sync 'volume': the shift moves the data volume from %s to %s; it attaches to "
+                            "one instance at a time and the load balancer cannot hold requests, so requests "
+                            "fail from %s's stop until %s's app is healthy", blue, green, blue, green)
             return
         for blue, green in h.pairs.items():
             src, dst = self.p.data_dir(blue), self.p.data_dir(green)
@@ -145,7 +164,7 @@ class Syncer:
 
     def final_delta(self, h: Handover) -> int:
         """What changed since the bulk copy; called while traffic is held and sources are idle."""
-        if self.strategy == "none":
+        if self.strategy == "none" or self._volume_moves():
             return 0
         if self.strategy == "command":
             for blue, green in h.pairs.items():
@@ -154,8 +173,9 @@ class Syncer:
         return self._http(h, full=False)
 
     def reverse(self, h: Handover) -> int:
-        """Rollback after the shift: copy what green(s) took back to the slots that owned it before."""
-        if self.strategy == "none":
+        """Rollback after the shift: copy what green(s) took back to the slots that owned it before (a
+        moved volume goes back with the re-applied version instead)."""
+        if self.strategy == "none" or self._volume_moves():
             return 0
         back = h.reversed()
         if self.strategy == "command":

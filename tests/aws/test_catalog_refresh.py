@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,15 @@ def test_cli_refresh_takes_the_endpoint_from_the_environment(moto_url: str, tmp_
     monkeypatch.setenv("SCULPT_HOME", str(tmp_path / "home"))
     r = CliRunner().invoke(app, ["catalog", "refresh", "--regions", "ap-south-1", "--json"])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "home" / "catalog" / "aws.csv").exists()
+    written = tmp_path / "home" / "catalog" / "aws.csv"
+    assert written.exists()
+    # the listing now shows what the refresh wrote, as the stacks price with it (not the built-in 14 regions)
+    listed = CliRunner().invoke(app, ["catalog", "--provider", "aws", "--json"])
+    assert listed.exit_code == 0, listed.output
+    body = json.loads(listed.stdout)
+    assert body["source"] == str(written)
+    assert body["regions"] == ["ap-south-1"]
+    assert {o["region"] for o in body["offerings"]} == {"ap-south-1"}
 
 
 def test_cli_refresh_for_gcp_is_a_one_line_error() -> None:
@@ -64,8 +73,12 @@ def test_cli_refresh_for_gcp_is_a_one_line_error() -> None:
                                 "the GCP catalog is the built-in one.")
 
 
-def test_catalog_listing_still_works_beside_refresh() -> None:
+def test_catalog_listing_without_a_refresh_is_the_built_in_catalog(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCULPT_HOME", str(tmp_path / "home"))
     r = CliRunner().invoke(app, ["catalog", "--provider", "aws", "--region", "us-east-1", "--min-vcpu", "64",
                                  "--json"])
     assert r.exit_code == 0, r.output
-    assert '"provider": "aws"' in r.stdout
+    body = json.loads(r.stdout)
+    assert (body["provider"], body["source"]) == ("aws", "built-in")
+    assert body["offerings"] and all(o["vcpu"] >= 64 for o in body["offerings"])

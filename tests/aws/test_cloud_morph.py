@@ -123,10 +123,16 @@ def test_cloud_blocker_refuses_unsafe_or_unbuilt_combinations() -> None:
     assert cloud_blocker(make_fleet("aws", **STATELESS).spec) is None
     assert "private addresses" in (cloud_blocker(make_fleet("aws").spec) or "")  # default sync: http
     assert cloud_blocker(make_fleet("aws").spec, private_reachable=True) is None
-    assert "not built" in (cloud_blocker(make_fleet("aws", app={"state_sync": {"strategy": "volume"}}).spec) or "")
+    volume = {"app": {"state_sync": {"strategy": "volume"}}}
+    assert cloud_blocker(make_fleet("aws", **volume).spec) is None  # no private reachability needed
+    assert "one instance at a time" in (cloud_blocker(make_fleet(
+        "aws", replicas={"min": 1, "max": 3, "desired": 2}, **volume).spec) or "")
+    assert "consistent hash" in (cloud_blocker(make_fleet("aws", lb={"routing": "hash"}, **volume).spec) or "")
+    assert "not built" in (cloud_blocker(make_fleet("aws", app={"state_sync": {
+        "strategy": "command", "checkpoint_command": "true", "restore_command": "true"}}).spec) or "")
     assert "consistent hash" in (cloud_blocker(make_fleet("aws", lb={"routing": "hash"}, **{
         "app": {"state_sync": {"strategy": "none"}}}).spec) or "")
-    assert "AWS" in (cloud_blocker(make_fleet("gcp", **STATELESS).spec) or "")
+    assert "built for AWS" in (cloud_blocker(make_fleet("gcp", **volume).spec) or "")  # an EBS volume
 
 
 class SimulatedCrash(BaseException):
@@ -137,7 +143,8 @@ def _crash() -> None:
     raise SimulatedCrash
 
 
-def _crash_then_recover(rig: Rig, where: str) -> Any:
+def crash_at(rig: Rig, where: str) -> Any:
+    """Run a morph whose controller dies on entering ``where``; returns the migration it left unfinished."""
     from sculpt.migrate import parse_faults
 
     orch = Orchestrator(rig.platform, rig.ledger, rig.clock, faults=parse_faults(f"crash-at:{where}"),
@@ -145,6 +152,11 @@ def _crash_then_recover(rig: Rig, where: str) -> Any:
     with pytest.raises(SimulatedCrash):
         orch.morph(MorphRequest(shape="c6i.large"))
     (migration,) = rig.ledger.unfinished_migrations("web")
+    return migration
+
+
+def _crash_then_recover(rig: Rig, where: str) -> Any:
+    migration = crash_at(rig, where)
     # a new controller: a fresh platform (no memory of when blue's weight went to 0), the same stack
     fresh = CloudPlatform(rig.engine, clock=rig.clock, health=rig.platform._health)
     again = Orchestrator(fresh, rig.ledger, rig.clock, timeouts=Timeouts(healthy_s=60, step_s=60, drain_s=120,

@@ -39,8 +39,9 @@ def test_process_double_pulumi_engine_morphs_through_the_cloud_platform(tmp_path
 
 @pytest.mark.parametrize(("provider", "spec", "why"), [
     ("aws", {}, "state_sync 'http'"),  # the default spec syncs over private addresses
-    ("aws", {"app": {"state_sync": {"strategy": "volume"}}}, "state_sync 'volume'"),
-    ("gcp", {"app": {"state_sync": {"strategy": "none"}}}, "built for AWS"),
+    ("aws", {"app": {"state_sync": {"strategy": "volume"}}, "replicas": {"min": 1, "max": 3, "desired": 2}},
+     "state_sync 'volume'"),  # one EBS volume, one instance at a time
+    ("gcp", {"app": {"state_sync": {"strategy": "volume"}}}, "state_sync 'volume'"),  # GCP: tests/gcp
 ])
 def test_process_double_what_cannot_be_morphed_on_a_cloud_is_one_line(
         tmp_path: Path, provider: str, spec: dict[str, object], why: str) -> None:

@@ -56,16 +56,31 @@ def test_auto_mode_on_pulumi_refuses_http_sync_it_cannot_reach_in_one_line(tmp_p
         opened.close()
 
 
-def test_recommend_mode_on_gcp_pulumi_still_works_and_auto_is_refused(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_gcp_recommend_mode_needs_no_credentials_and_auto_mode_morphs_through_the_gcp_platform(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from sculpt.migrate.gcp import GcpPlatform
+
     spec = _spec(tmp_path, monkeypatch, "app:\n  state_sync: {strategy: none}\n", provider="gcp")
+    monkeypatch.delenv("GOOGLE_OAUTH_ACCESS_TOKEN", raising=False)
+    monkeypatch.setitem(sys.modules, "google.auth", None)  # no credentials of any kind
     opened = open_service(spec, mode="recommend", model="last-value")
     try:
         assert isinstance(opened.service.port.actuator, Recommender)
     finally:
         opened.close()
-    with pytest.raises(ConfigError, match="built for AWS"):
+    with pytest.raises(ConfigError, match="no GCP credentials") as e:  # auto mode checks them at start
         open_service(spec, mode="auto", model="last-value")
+    assert "\n" not in str(e.value)
+    monkeypatch.setenv("GOOGLE_OAUTH_ACCESS_TOKEN", "a-token")
+    opened = open_service(spec, mode="auto", model="last-value")
+    try:
+        actuator = opened.service.port.actuator
+        assert isinstance(actuator, OrchestratorActuator) and isinstance(actuator.platform, GcpPlatform)
+        assert actuator.timeouts.healthy_s >= 600
+    finally:
+        opened.close()
 
 
 def test_without_the_cli_slots_map_to_no_instances_and_the_loop_holds(tmp_path: Path,

@@ -230,6 +230,18 @@ def test_unrenderable_fleet_is_refused_before_pulumi_runs(engine: PulumiEngine, 
     assert cli.calls == []
 
 
+def test_process_double_a_volume_fleet_with_two_serving_replicas_is_refused_before_pulumi_runs(
+        engine: PulumiEngine, cli: PulumiProcessDouble) -> None:
+    fleet = make_fleet("aws", app={"state_sync": {"strategy": "volume"}},
+                       replicas={"min": 1, "max": 3, "desired": 2})
+    with pytest.raises(ConfigError, match="one data volume") as e:
+        engine.up(fleet)
+    assert "replicas.desired: 1" in str(e.value) and cli.calls == []
+    one = make_fleet("aws", app={"state_sync": {"strategy": "volume"}},
+                     slots=[("web-0", "m6i.large", "blue", 100), ("web-1", "c6i.large", "green", 0)])
+    engine.up(one)  # a morph's green at weight 0 waits for the volume: that is allowed
+
+
 def test_process_double_up_right_after_preview_of_the_same_fleet_does_not_preview_twice(
         engine: PulumiEngine, cli: PulumiProcessDouble) -> None:
     engine.preview(make_fleet("aws"))

@@ -83,3 +83,41 @@ def test_volume_sync_on_gcp_is_refused_with_the_fix() -> None:
 
     with pytest.raises(ConfigError, match="volume.*To fix: use state_sync.strategy: http"):
         stacks.build(make_fleet("gcp", app={"state_sync": {"strategy": "volume"}}))
+
+
+class _ProviderLikeMocks(CloudMocks):
+    """``CloudMocks`` that also fill what the GCP provider computes for a MIG: its auto-generated name and
+    the project it used (``gcp:project`` or GOOGLE_PROJECT); the plain mocks echo the inputs only."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        rid, state = super().new_resource(args)
+        if args.typ == "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager":
+            state.update(name=f"{args.name}-1a2b3c4", project="sculpt-test")
+        if args.typ == "gcp:compute/backendService:BackendService":
+            state["selfLink"] = f"https://compute.example/backendServices/{args.name}"
+        return rid, state
+
+
+@pytest.fixture
+def provider_mocks() -> Any:
+    m = _ProviderLikeMocks()
+    pulumi.runtime.set_mocks(m, project="sculpt", stack="test", preview=False)
+    yield m
+    pulumi.runtime.settings.reset_options()
+
+
+def test_outputs_name_each_colours_managed_group_for_the_morph_platform(provider_mocks: CloudMocks) -> None:
+    out = _run(make_fleet("gcp", slots=BLUE_GREEN))
+    assert out["managed_groups"] == {
+        "blue": {"name": "web-blue-1a2b3c4", "region": "us-central1", "project": "sculpt-test"},
+        "green": {"name": "web-green-1a2b3c4", "region": "us-central1", "project": "sculpt-test"},
+    }
+    assert out["backend_services"] == {c: f"https://compute.example/backendServices/web-{c}" for c in ("blue", "green")}
+    assert out["instance_groups"] == {c: f"https://compute.example/groups/web-{c}" for c in ("blue", "green")}
+
+
+def test_outputs_keep_both_colours_when_one_has_no_slots(provider_mocks: CloudMocks) -> None:
+    out = _run(make_fleet("gcp"))
+    assert out["managed_groups"]["green"] is None and out["managed_groups"]["blue"]["name"] == "web-blue-1a2b3c4"
+    assert out["backend_services"]["green"] is None and out["instance_groups"]["green"] is None
+    assert out["weights"] == {"blue": 100, "green": 0}

@@ -96,7 +96,7 @@ def test_plan_watch_once_and_the_watch_lock(fleet: Path, sculpt_home: Path) -> N
     assert "[BLOCK] budget" in out
 
 
-@pytest.mark.parametrize("provider", ["local", "aws"])
+@pytest.mark.parametrize("provider", ["local", "aws", "gcp"])
 def test_plan_without_a_running_fleet_says_so(sculpt_home: Path, tmp_path: Path, provider: str) -> None:
     spec = tmp_path / "sculpt.yaml"
     sculpt("init", "--spec", str(spec), "--provider", provider)

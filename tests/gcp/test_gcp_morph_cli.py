@@ -1,0 +1,123 @@
+"""`sculpt morph` on a GCP stack: wired to ``GcpPlatform``, refused in one line when unsafe, and run end to end
+through the CLI.
+
+Real parts: the CLI, the wiring, the PulumiEngine and the SDK's Automation API code, the ledger, the catalog,
+the orchestrator, ``GcpPlatform`` and its Compute API client over HTTP. Doubles: the ``pulumi`` CLI process
+(tests/pulumi/cli_double.py, injected through ``sculpt.engine.pulumi_engine.make_engine``) and the Compute
+API (tests/gcp/fake_compute.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pulumi", reason="the gcp extra is not installed")
+
+from sculpt.app.wiring import Wiring, morph_platform  # noqa: E402
+from sculpt.catalog import load_catalog  # noqa: E402
+from sculpt.domain.errors import ConfigError  # noqa: E402
+from sculpt.engine.pulumi_engine import PulumiEngine  # noqa: E402
+from sculpt.ledger import Ledger  # noqa: E402
+from sculpt.migrate import Timeouts  # noqa: E402
+from sculpt.migrate.gcp import GcpPlatform  # noqa: E402
+from tests.gcp.fake_compute import FakeCompute, FakeGcpStack  # noqa: E402
+from tests.pulumi.cli_double import PulumiProcessDouble  # noqa: E402
+from tests.pulumi.conftest import make_fleet  # noqa: E402
+
+NONE = {"state_sync": {"strategy": "none"}}
+
+
+def _wiring(tmp_path: Path, cli: PulumiProcessDouble | None = None, **spec: Any) -> Wiring:
+    fleet = make_fleet("gcp", **spec)
+    ledger = Ledger(tmp_path / "ledger.db")
+    engine = PulumiEngine(fleet.spec, tmp_path, ledger, command=cli or PulumiProcessDouble())
+    return Wiring(fleet.spec.fleet, tmp_path, ledger, load_catalog("gcp"), engine, fleet.spec, None)
+
+
+def test_process_double_sculpt_morph_on_gcp_uses_the_gcp_platform(tmp_path: Path, compute: FakeCompute) -> None:
+    platform, timeouts = morph_platform(_wiring(tmp_path, app=NONE))
+    assert isinstance(platform, GcpPlatform)
+    assert isinstance(timeouts, Timeouts) and timeouts.healthy_s >= 300  # instances boot in minutes
+    assert not platform.private_reachable
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ({}, "state_sync 'http' copies state between the instances' private addresses"),  # the default: http
+    ({"app": {"state_sync": {"strategy": "volume"}}}, "state_sync 'volume'"),
+    ({"app": NONE, "lb": {"routing": "hash"}}, "a GCP URL map routes by weight"),
+])
+def test_process_double_what_cannot_be_morphed_on_gcp_is_one_line(tmp_path: Path, compute: FakeCompute,
+                                                                   spec: dict[str, Any], why: str) -> None:
+    with pytest.raises(ConfigError, match=why) as e:
+        morph_platform(_wiring(tmp_path, **spec))
+    assert "\n" not in str(e.value) and "To fix:" in str(e.value)
+
+
+def test_process_double_http_sync_is_allowed_when_the_controller_can_reach_the_instances(
+        tmp_path: Path, compute: FakeCompute, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCULPT_PRIVATE_REACHABLE", "1")
+    platform, _ = morph_platform(_wiring(tmp_path))
+    assert isinstance(platform, GcpPlatform) and platform.private_reachable
+
+
+def test_process_double_without_credentials_the_morph_is_refused_before_any_update(
+        tmp_path: Path, compute: FakeCompute, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOOGLE_OAUTH_ACCESS_TOKEN")
+    monkeypatch.setitem(sys.modules, "google.auth", None)
+    cli = PulumiProcessDouble()
+    with pytest.raises(ConfigError, match="no GCP credentials") as e:
+        morph_platform(_wiring(tmp_path, cli, app=NONE))
+    assert "\n" not in str(e.value) and "GOOGLE_OAUTH_ACCESS_TOKEN" in str(e.value)
+    assert cli.ups == [] and compute.requests == []
+
+
+def test_process_double_sculpt_up_then_sculpt_morph_on_gcp_through_the_cli(
+        tmp_path: Path, compute: FakeCompute, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import sculpt.engine.pulumi_engine as pe
+    from sculpt.cli.main import app
+
+    stack = FakeGcpStack(compute, boot_listings=0)  # healthy at once: the CLI's clock is the real one
+    cli = PulumiProcessDouble(render=stack.render)
+    monkeypatch.setattr(pe, "make_engine", lambda spec, ledger, catalog, home: pe.PulumiEngine(
+        spec, home, ledger, command=cli))
+    monkeypatch.setenv("SCULPT_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "sculpt.yaml"
+    spec.write_text("fleet: web\nengine: pulumi\nprovider: gcp\nshape: n2-standard-2\nregion: us-central1\n"
+                    "gcp_project: sculpt-test\napp: {state_sync: {strategy: none}}\nlb: {drain_s: 0}\n")
+    runner = CliRunner()
+    up = runner.invoke(app, ["up", "--spec", str(spec)])
+    assert up.exit_code == 0, up.output
+    r = runner.invoke(app, ["morph", "--spec", str(spec), "--shape", "n2-highcpu-4", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert (report["result"], report["strategy"]) == ("done", "blue-green")
+    assert report["to"] == {"shape": "n2-highcpu-4", "region": "us-central1"}
+    assert [s["state"] for s in report["steps"]] == ["PROVISION_GREEN", "WAIT_HEALTHY", "SYNC_STATE",
+                                                     "PAUSE_FINAL_DELTA", "SHIFT", "RESUME", "DRAIN_BLUE",
+                                                     "RETIRE_BLUE"]
+    last = json.loads(cli.ups[-1]["sculpt:fleet"])
+    assert [(s["id"], s["shape"], s["colour"]) for s in last["slots"]] == [("web-1", "n2-highcpu-4", "green")]
+    assert cli.ups[-1]["gcp:project"] == "sculpt-test"
+    assert stack.group_names["green"] in compute.listings()
+
+
+@pytest.mark.parametrize(("fields", "why"), [
+    ({"provider": "aws", "shape": "m6i.large", "region": "us-east-1", "gcp_project": "my-project"},
+     "gcp_project is for provider gcp"),
+    ({"gcp_project": "My_Project"}, "gcp_project"),
+])
+def test_gcp_project_in_the_spec_is_validated_in_one_line(fields: dict[str, str], why: str) -> None:
+    from sculpt.domain.spec import parse_spec
+
+    base = {"fleet": "web", "engine": "pulumi", "provider": "gcp", "shape": "n2-standard-2", "region": "us-central1"}
+    with pytest.raises(ConfigError, match=why) as e:
+        parse_spec({**base, **fields})
+    assert "\n" not in str(e.value)
+    assert parse_spec({**base, "gcp_project": "example.com:my-project-1"}).gcp_project == "example.com:my-project-1"
