@@ -5,7 +5,10 @@ things differ, and they are wired here so the loop stays engine-agnostic:
 
 - **readings**: CloudWatch is keyed by EC2 instance id, the loop by slot id. The engine's stack outputs
   map one to the other (``sculpt.metrics.aws_ids``), and the current version's slot shapes give the vCPUs
-  that turn ``CPUUtilization`` into cores;
+  that turn ``CPUUtilization`` into cores. On GCP (``--source gcp-monitoring``) Cloud Monitoring is keyed
+  by instance name and MIG instances have no slot identity: ``GcpPlatform``'s own slot-to-instance match
+  (``sculpt.migrate.gcp.match_slots`` over the Compute API's listing) names each slot's instance
+  (``sculpt.metrics.gcp_monitoring``);
 - **the actuator's platform**: every morph step is a stack update, with timeouts measured in cloud
   minutes, not seconds. On AWS ``sculpt.migrate.cloud.CloudPlatform`` (health from the ALB's target
   health), on GCP ``sculpt.migrate.gcp.GcpPlatform`` (health of the colour's managed instance group from
@@ -17,12 +20,17 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ConfigError, SculptError
 from sculpt.domain.spec import FleetSpec
 from sculpt.metrics.aws_ids import SlotCloudWatchSource, SlotTarget, ec2_targets
+
+if TYPE_CHECKING:
+    from sculpt.metrics.gcp_monitoring import GceTarget, SlotMonitoringSource
+    from sculpt.migrate.gcp import GcpPlatform
+    from sculpt.providers.gcp import MonitoringClient
 
 log = logging.getLogger("sculpt.cloud")
 
@@ -42,16 +50,17 @@ def slot_targets(engine: Any, catalog: Catalog) -> dict[str, SlotTarget]:
         log.warning("cannot map slots to EC2 instances: %s", e)
         return {}
     shapes = {s.id: s.shape for s in (fleet.slots if fleet else ())}
-    out = {}
-    for slot, t in targets.items():
-        vcpus = None
-        if slot in shapes:
-            try:
-                vcpus = float(catalog.shape(shapes[slot]).vcpu)
-            except SculptError:
-                vcpus = None
-        out[slot] = SlotTarget(t.instance_id, vcpus)
-    return out
+    return {slot: SlotTarget(t.instance_id, _vcpus(catalog, shapes.get(slot))) for slot, t in targets.items()}
+
+
+def _vcpus(catalog: Catalog, shape: str | None) -> float | None:
+    """The vCPUs of ``shape`` from the catalog (``None``: no shape, or one the catalog does not know)."""
+    if shape is None:
+        return None
+    try:
+        return float(catalog.shape(shape).vcpu)
+    except SculptError:
+        return None
 
 
 def cloudwatch_by_slot(engine: Any, catalog: Catalog, region: str, *, endpoint_url: str | None = None,
@@ -61,6 +70,40 @@ def cloudwatch_by_slot(engine: Any, catalog: Catalog, region: str, *, endpoint_u
 
     src = CloudWatchSource(region, client=client, endpoint_url=endpoint_url)
     return SlotCloudWatchSource(src, lambda: slot_targets(engine, catalog))
+
+
+def gce_targets(platform: GcpPlatform, catalog: Catalog) -> dict[str, GceTarget]:
+    """Slot id -> (project, MIG instance name, vCPUs of the slot's shape) for the current version's slots.
+
+    The same match ``GcpPlatform.instances`` makes (a colour's slots by id to its MIG's instances, healthy
+    first), so a slot's readings are those of the instance its health is read from. Errors (no version,
+    the Compute API refusing) are raised: the readings hold the tick, the backfill says why it has none."""
+    from sculpt.metrics.gcp_monitoring import GceTarget
+    from sculpt.migrate.gcp import match_slots
+
+    _, fleet = platform.current()
+    out = {}
+    for colour, ref in platform.groups(fleet).items():
+        slots = [s for s in fleet.slots if s.colour == colour]
+        if not slots:
+            continue
+        shapes = {s.id: s.shape for s in slots}
+        managed = platform.compute.list_managed_instances(ref.project, ref.region, ref.name)
+        for slot, m in match_slots(slots, managed).items():
+            out[slot] = GceTarget(ref.project, m.name, _vcpus(catalog, shapes[slot]))
+    return out
+
+
+def monitoring_by_slot(platform: GcpPlatform, catalog: Catalog, *,
+                       client: MonitoringClient | None = None) -> SlotMonitoringSource:
+    """Cloud Monitoring for a GCP stack's slots (``--source gcp-monitoring``); backoff sleeps on the
+    platform's clock."""
+    from sculpt.metrics.gcp_monitoring import MonitoringSource, SlotMonitoringSource
+    from sculpt.providers.gcp import MonitoringClient
+
+    api = client or MonitoringClient(sleep=platform.clock.sleep)
+    return SlotMonitoringSource(lambda project: MonitoringSource(project, api),
+                                lambda: gce_targets(platform, catalog))
 
 
 @dataclass
@@ -108,12 +151,32 @@ class CloudWiring:
         return w
 
     def readings_source(self, source: str) -> Any:
-        """The metric source for ``--source``: CloudWatch by slot id, else ``None`` (the generic ones)."""
+        """The metric source for ``--source``: CloudWatch (AWS) or Cloud Monitoring (GCP) by slot id, else
+        ``None`` (the generic ones)."""
         kind, _, arg = source.partition("=")
+        if kind == "gcp-monitoring":
+            return self._gcp_monitoring(arg)
         if kind != "cloudwatch":
             return None
         if self.spec.provider != "aws":
             raise ConfigError(f"--source cloudwatch reads AWS, not '{self.spec.provider}'",
-                              "use --source prometheus=URL")
+                              "use --source gcp-monitoring on GCP, or --source prometheus=URL")
         return cloudwatch_by_slot(self.engine, self.catalog, arg or self.spec.region,
                                   endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+    def _gcp_monitoring(self, arg: str) -> SlotMonitoringSource:
+        """``--source gcp-monitoring``: refused off GCP, and without credentials now rather than every tick."""
+        from sculpt.migrate.gcp import GcpPlatform
+        from sculpt.providers.gcp import MonitoringClient
+
+        if self.spec.provider != "gcp":
+            raise ConfigError(f"--source gcp-monitoring reads GCP Cloud Monitoring, not '{self.spec.provider}'",
+                              "use --source cloudwatch on AWS, or --source prometheus=URL")
+        if arg:
+            raise ConfigError(f"--source gcp-monitoring takes no argument (got '{arg}')",
+                              "pass --source gcp-monitoring: the project comes from the stack (gcp_project)")
+        platform = self.platform if isinstance(self.platform, GcpPlatform) else GcpPlatform(self.engine)
+        client = MonitoringClient(sleep=platform.clock.sleep)
+        platform.preflight()  # the slot-to-instance map reads the Compute API
+        client.token_source()
+        return monitoring_by_slot(platform, self.catalog, client=client)

@@ -1148,7 +1148,7 @@ def api_requirements(ledger: Any, stack: str, spec: FleetSpec, spec_path: Any) -
 
 
 def make_readings(source: str, clock: Clock | None = None) -> Readings:
-    """``local`` | ``prometheus=URL`` | ``cloudwatch[=REGION]``."""
+    """``local`` | ``prometheus=URL`` | ``cloudwatch[=REGION]`` (``gcp-monitoring``: ``sculpt.app.cloud``)."""
     kind, _, arg = source.partition("=")
     if kind == "local":
         return LocalReadings(clock=None)
@@ -1165,7 +1165,11 @@ def make_readings(source: str, clock: Clock | None = None) -> Readings:
         if factory is None:
             raise ConfigError("this installation has no CloudWatch source", "use --source local or prometheus=URL")
         return RangeReadings(factory(region=arg or "us-east-1"), window_s=900.0, step_s=60.0)
-    raise ConfigError(f"unknown metric source '{source}'", "use local, prometheus=URL or cloudwatch[=REGION]")
+    if kind == "gcp-monitoring":  # by slot, wired for GCP stacks in sculpt.app.cloud
+        raise ConfigError("--source gcp-monitoring reads a GCP stack's instances (engine: pulumi, provider: gcp)",
+                          "use --source local or prometheus=URL for this fleet")
+    raise ConfigError(f"unknown metric source '{source}'",
+                      "use local, prometheus=URL, cloudwatch[=REGION] or gcp-monitoring (GCP stacks)")
 
 
 def open_service(spec_path: Any, *, mode: Mode = "recommend", model: str = "ensemble", source: str = "local",

@@ -1,9 +1,10 @@
 """``sculpt plan``: the next plan for the current fleet, for CI and reviews (nothing is changed).
 
 It resumes the model the watcher checkpointed (``<stack>:watch`` in the ledger) — or, without one (a CI
-runner), learns the last 24 h of a range source's history (``--source prometheus=URL|cloudwatch``,
-``--backfill HOURS``) — takes one reading of the running fleet when there is one, and runs the same pure
-decision as ``sculpt watch``. With little history the plan says so and holds (confidence 0).
+runner), learns the last 24 h of a range source's history (``--source
+prometheus=URL|cloudwatch|gcp-monitoring``, ``--backfill HOURS``) — takes one reading of the running fleet
+when there is one, and runs the same pure decision as ``sculpt watch``. With little history the plan says
+so and holds (confidence 0).
 
 Exit codes: 0 when the plan is allowed (with or without a change), 2 when a mandatory policy rule blocks
 it, 1 for errors. ``--json`` prints ``Plan.to_json()``: ``{"stack", "decision", "actions", "reason",
@@ -25,7 +26,8 @@ def command(
     json_out: JsonOpt = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="print the plan as a pull-request comment")] = False,
     model: Annotated[str, typer.Option("--model", help="forecast model whose checkpoint to use")] = "ensemble",
-    source: Annotated[str, typer.Option("--source", help="local | prometheus=URL | cloudwatch[=REGION]")] = "local",
+    source: Annotated[str, typer.Option(
+        "--source", help="local | prometheus=URL | cloudwatch[=REGION] | gcp-monitoring")] = "local",
     backfill: Annotated[float | None, typer.Option(
         "--backfill", min=0, help="hours of --source history to learn first (default: 24 without a model "
                                   "checkpoint, else 0; the local source keeps no history)")] = None,

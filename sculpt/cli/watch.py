@@ -29,8 +29,8 @@ def command(
     = "recommend",
     model: Annotated[str, typer.Option("--model", help="last-value | seasonal-naive | river | lstm | ensemble")]
     = "ensemble",
-    source: Annotated[str, typer.Option("--source", help="local | prometheus=URL | cloudwatch[=REGION]")]
-    = "local",
+    source: Annotated[str, typer.Option(
+        "--source", help="local | prometheus=URL | cloudwatch[=REGION] | gcp-monitoring")] = "local",
     backfill: Annotated[float | None, typer.Option(
         "--backfill", min=0, help="hours of --source history to learn first (default: 24 without a model "
                                   "checkpoint, else 0; the local source keeps no history)")] = None,

@@ -1,9 +1,13 @@
-"""The Compute Engine REST API, as much of it as a blue/green morph on GCP needs.
+"""The Compute Engine REST API, as much of it as a blue/green morph on GCP needs, and the HTTP caller that
+the Cloud Monitoring source shares with it.
 
 Why it exists: a morph on GCP waits for a colour's managed instance group (MIG) to have healthy instances
 and, for ``http`` state sync, needs an instance's private address. That is two REST calls
 (``instanceGroupManagers.listManagedInstances`` and ``instances.get``), so this module speaks them with the
 standard library (``urllib``, JSON, a bearer token) instead of pulling in a gRPC client library.
+``sculpt watch --source gcp-monitoring`` reads one more (``projects.timeSeries.list`` of Cloud Monitoring,
+``sculpt.metrics.gcp_monitoring``); ``GoogleRestClient`` is the caller both use, ``GoogleApi`` what differs
+between the two APIs (endpoint, scope, what to grant on a 403).
 
 Credentials, first that works (read when the first request is made, never at construction):
 
@@ -14,8 +18,9 @@ Credentials, first that works (read when the first request is made, never at con
    server of a GCE VM;
 3. otherwise a one-line ``ConfigError`` that says how to provide either.
 
-``SCULPT_GCP_COMPUTE_URL`` replaces ``https://compute.googleapis.com/compute/v1`` (tests point it at a
-local server). Throttling (429) and server errors (5xx) and network failures are retried with exponential
+``SCULPT_GCP_COMPUTE_URL`` replaces ``https://compute.googleapis.com/compute/v1`` and
+``SCULPT_GCP_MONITORING_URL`` ``https://monitoring.googleapis.com/v3`` (tests point them at a local
+server). Throttling (429) and server errors (5xx) and network failures are retried with exponential
 backoff (``Retry-After`` honoured); every failure that remains is a one-line ``ProviderError`` with a fix:
 401/403/404 and other 4xx are not retryable, the rest are.
 """
@@ -31,7 +36,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, ClassVar, Protocol, cast
 
 from sculpt.domain.errors import ConfigError, ProviderError
 
@@ -39,6 +44,9 @@ COMPUTE_URL_ENV = "SCULPT_GCP_COMPUTE_URL"
 DEFAULT_COMPUTE_URL = "https://compute.googleapis.com/compute/v1"
 TOKEN_ENV = "GOOGLE_OAUTH_ACCESS_TOKEN"
 SCOPE = "https://www.googleapis.com/auth/compute.readonly"
+MONITORING_URL_ENV = "SCULPT_GCP_MONITORING_URL"
+DEFAULT_MONITORING_URL = "https://monitoring.googleapis.com/v3"
+MONITORING_SCOPE = "https://www.googleapis.com/auth/monitoring.read"
 PROJECT_ENVS = ("GOOGLE_PROJECT", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
 """Where the Pulumi GCP provider looks for the project when ``gcp:project`` is not set, in its order."""
 
@@ -46,6 +54,28 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CREDENTIALS_FIX = (f"export {TOKEN_ENV}=$(gcloud auth print-access-token), or install google-auth "
                    "(pip install 'sculpt[gcp]') and run `gcloud auth application-default login`")
 MAX_PAGES = 1000  # a guard against a server that keeps answering with a nextPageToken
+
+
+@dataclass(frozen=True)
+class GoogleApi:
+    """What differs between the Google REST APIs sculpt calls: how errors name it, its endpoint (and the
+    variable that replaces it), the OAuth scope for ADC, and what to grant when it answers 403."""
+
+    name: str
+    url_env: str
+    default_url: str
+    scope: str
+    grant: str
+
+
+COMPUTE_API = GoogleApi(
+    "the Compute API", COMPUTE_URL_ENV, DEFAULT_COMPUTE_URL, SCOPE,
+    "give the caller compute.instanceGroupManagers.get and compute.instances.get on the project "
+    "(roles/compute.viewer), and check that the Compute Engine API is enabled")
+MONITORING_API = GoogleApi(
+    "the Cloud Monitoring API", MONITORING_URL_ENV, DEFAULT_MONITORING_URL, MONITORING_SCOPE,
+    "give the caller monitoring.timeSeries.list on the project (roles/monitoring.viewer), and check that the "
+    "Cloud Monitoring API is enabled")
 
 
 def env_project() -> str | None:
@@ -95,7 +125,7 @@ class ManagedInstance:
 
 
 class TokenSource(Protocol):
-    """Gives a bearer token for the Compute API; ``fresh`` asks for a new one (the last was refused)."""
+    """Gives a bearer token for a Google API; ``fresh`` asks for a new one (the last was refused)."""
 
     def __call__(self, *, fresh: bool = False) -> str: ...
 
@@ -128,8 +158,9 @@ class AdcToken:
         return str(self.credentials.token)
 
 
-def default_token_source() -> TokenSource:
-    """``GOOGLE_OAUTH_ACCESS_TOKEN``, else ADC through google-auth, else a one-line ``ConfigError``."""
+def default_token_source(scope: str = SCOPE) -> TokenSource:
+    """``GOOGLE_OAUTH_ACCESS_TOKEN``, else ADC through google-auth (asking for ``scope``), else a one-line
+    ``ConfigError``."""
     token = os.environ.get(TOKEN_ENV, "").strip()
     if token:
         return StaticToken(token)
@@ -140,7 +171,7 @@ def default_token_source() -> TokenSource:
         raise ConfigError(f"no GCP credentials: {TOKEN_ENV} is not set and google-auth is not installed",
                           CREDENTIALS_FIX) from None
     try:
-        credentials, _ = google.auth.default(scopes=[SCOPE], request=cast(Any, _AuthRequest()))
+        credentials, _ = google.auth.default(scopes=[scope], request=cast(Any, _AuthRequest()))
     except exceptions.GoogleAuthError as e:
         raise ConfigError(f"no GCP credentials: {TOKEN_ENV} is not set and Application Default Credentials "
                           f"were not found ({_one_line(str(e))})", CREDENTIALS_FIX) from None
@@ -174,18 +205,21 @@ def _one_line(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class ComputeClient:
-    """The two Compute API calls a GCP morph needs, with retries, pagination and one-line errors.
+class GoogleRestClient:
+    """One Google REST API (``API``) over HTTP: bearer token, retries with backoff, one-line errors.
 
     ``sleep`` is the injected clock's (backoff in tests costs no time); ``token`` defaults to
-    ``default_token_source()`` resolved on first use; ``base_url`` to ``$SCULPT_GCP_COMPUTE_URL`` or the
+    ``default_token_source(API.scope)`` resolved on first use; ``base_url`` to ``$<API.url_env>`` or the
     public endpoint.
     """
+
+    API: ClassVar[GoogleApi]  # each subclass names its API
 
     def __init__(self, *, base_url: str | None = None, token: TokenSource | None = None,
                  sleep: Callable[[float], None] = time.sleep, attempts: int = 6, backoff_s: float = 1.0,
                  max_backoff_s: float = 32.0, timeout_s: float = 30.0) -> None:
-        self.base_url = (base_url or os.environ.get(COMPUTE_URL_ENV) or DEFAULT_COMPUTE_URL).rstrip("/")
+        api = self.API
+        self.base_url = (base_url or os.environ.get(api.url_env) or api.default_url).rstrip("/")
         self._token = token
         self.sleep = sleep
         self.attempts = max(1, attempts)
@@ -196,8 +230,52 @@ class ComputeClient:
     def token_source(self) -> TokenSource:
         """The credentials (resolved once; raises the one-line ``ConfigError`` when there are none)."""
         if self._token is None:
-            self._token = default_token_source()
+            self._token = default_token_source(self.API.scope)
         return self._token
+
+    # -- HTTP ---------------------------------------------------------------------------------------------
+    def _call(self, method: str, path: str, query: dict[str, str], *, what: str) -> dict[str, Any]:
+        api = self.API
+        url = f"{self.base_url}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        source = self.token_source()
+        fresh = False
+        last = ""
+        for attempt in range(1, self.attempts + 1):
+            req = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method, headers={
+                "Authorization": f"Bearer {source(fresh=fresh)}", "Accept": "application/json"})
+            delay: float | None = None
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    body = resp.read()
+                try:
+                    data = json.loads(body or b"{}")
+                except ValueError:
+                    raise ProviderError(f"{api.name} answered {what} with something that is not JSON",
+                                        f"check {api.url_env} ({self.base_url})", retryable=False) from None
+                return data if isinstance(data, dict) else {}
+            except urllib.error.HTTPError as e:
+                detail = _api_message(e)
+                if e.code == 401 and not fresh and not isinstance(source, StaticToken):
+                    fresh = True  # an expired ADC token: refresh once and try again
+                    continue
+                if e.code not in RETRY_STATUSES:
+                    raise _http_error(api, e.code, detail, what, self.base_url) from None
+                last = f"HTTP {e.code}" + (f" {detail}" if detail else "")
+                delay = _retry_after(e)
+            except (urllib.error.URLError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                last = f"cannot reach {self.base_url}: {reason}"
+            if attempt < self.attempts:
+                self.sleep(delay if delay is not None else min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
+        raise ProviderError(f"{api.name} failed {what} after {self.attempts} attempts: {_one_line(last)}",
+                            f"try again later; if it persists, check the network and {api.url_env} "
+                            f"({self.base_url})")
+
+
+class ComputeClient(GoogleRestClient):
+    """The two Compute API calls a GCP morph needs, with retries, pagination and one-line errors."""
+
+    API = COMPUTE_API
 
     # -- the calls ----------------------------------------------------------------------------------------
     def list_managed_instances(self, project: str, region: str, group: str) -> list[ManagedInstance]:
@@ -226,42 +304,15 @@ class ComputeClient:
         ip = nics[0].get("networkIP") if nics else None
         return str(ip) if ip else None
 
-    # -- HTTP ---------------------------------------------------------------------------------------------
-    def _call(self, method: str, path: str, query: dict[str, str], *, what: str) -> dict[str, Any]:
-        url = f"{self.base_url}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        source = self.token_source()
-        fresh = False
-        last = ""
-        for attempt in range(1, self.attempts + 1):
-            req = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method, headers={
-                "Authorization": f"Bearer {source(fresh=fresh)}", "Accept": "application/json"})
-            delay: float | None = None
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    body = resp.read()
-                try:
-                    data = json.loads(body or b"{}")
-                except ValueError:
-                    raise ProviderError(f"the Compute API answered {what} with something that is not JSON",
-                                        f"check {COMPUTE_URL_ENV} ({self.base_url})", retryable=False) from None
-                return data if isinstance(data, dict) else {}
-            except urllib.error.HTTPError as e:
-                detail = _api_message(e)
-                if e.code == 401 and not fresh and not isinstance(source, StaticToken):
-                    fresh = True  # an expired ADC token: refresh once and try again
-                    continue
-                if e.code not in RETRY_STATUSES:
-                    raise _http_error(e.code, detail, what, self.base_url) from None
-                last = f"HTTP {e.code}" + (f" {detail}" if detail else "")
-                delay = _retry_after(e)
-            except (urllib.error.URLError, OSError) as e:
-                reason = getattr(e, "reason", e)
-                last = f"cannot reach {self.base_url}: {reason}"
-            if attempt < self.attempts:
-                self.sleep(delay if delay is not None else min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
-        raise ProviderError(f"the Compute API failed {what} after {self.attempts} attempts: {_one_line(last)}",
-                            f"try again later; if it persists, check the network and {COMPUTE_URL_ENV} "
-                            f"({self.base_url})")
+
+class MonitoringClient(GoogleRestClient):
+    """Cloud Monitoring's REST API v3 (``sculpt.metrics.gcp_monitoring`` says which calls)."""
+
+    API = MONITORING_API
+
+    def get(self, path: str, query: dict[str, str], *, what: str) -> dict[str, Any]:
+        """``GET {base_url}/{path}?{query}``, retried and with one-line errors as every call here."""
+        return self._call("GET", path, query, what=what)
 
 
 def _q(part: str) -> str:
@@ -289,15 +340,14 @@ def _retry_after(e: urllib.error.HTTPError) -> float | None:
         return None
 
 
-def _http_error(code: int, detail: str, what: str, base_url: str) -> ProviderError:
-    msg = f"the Compute API refused {what}: HTTP {code}" + (f" {detail}" if detail else "")
+def _http_error(api: GoogleApi, code: int, detail: str, what: str, base_url: str) -> ProviderError:
+    msg = f"{api.name} refused {what}: HTTP {code}" + (f" {detail}" if detail else "")
     if code == 401:
         fix = f"the access token was not accepted (expired?): {CREDENTIALS_FIX}"
     elif code == 403:
-        fix = ("give the caller compute.instanceGroupManagers.get and compute.instances.get on the project "
-               "(roles/compute.viewer), and check that the Compute Engine API is enabled")
+        fix = api.grant
     elif code == 404:
-        fix = f"check that the stack is up (`sculpt status`) and that {COMPUTE_URL_ENV} ({base_url}) is right"
+        fix = f"check that the stack is up (`sculpt status`) and that {api.url_env} ({base_url}) is right"
     else:
-        fix = f"check {COMPUTE_URL_ENV} ({base_url}) and the stack outputs (`pulumi stack output`)"
+        fix = f"check {api.url_env} ({base_url}) and the stack outputs (`pulumi stack output`)"
     return ProviderError(msg, fix, retryable=False)

@@ -26,9 +26,11 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.gcp.fake_http import send_json, serve
 
 TOKEN = "fake-token"
 
@@ -69,21 +71,7 @@ class FakeCompute:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                fake._handle(self, "POST")
-
-            def do_GET(self) -> None:  # noqa: N802
-                fake._handle(self, "GET")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = serve(self._handle)
 
     @property
     def url(self) -> str:
@@ -108,14 +96,7 @@ class FakeCompute:
         with self.lock:
             self.requests.append((method, parsed.path, query, auth))
             status, body, headers = self._reply(method, parsed.path, query, auth)
-        data = json.dumps(body).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(data)
+        send_json(h, status, body, headers)
 
     def _reply(self, method: str, path: str, query: dict[str, list[str]], auth: str
                ) -> tuple[int, dict[str, Any], dict[str, str]]:
