@@ -3,7 +3,7 @@
 Why it exists: the local engine asks its agent (processes, limits, the load balancer's address); a Pulumi
 stack has no agent, so its view is assembled from three places — the ledger's current fleet (shapes,
 colours, weights), the stack outputs (the load balancer's URL, each slot's cloud instance id and private
-address) and the cloud's own health checks through the morph platform (the ALB's target health on AWS). Both
+address; on GCP the managed instance group's instance names instead) and the cloud's own health checks through the morph platform (the ALB's target health on AWS). Both
 produce the same keys, so the verbs print one table and one ``--json`` shape.
 """
 
@@ -27,13 +27,14 @@ def stack_status(w: Any) -> dict[str, Any] | None:
         return None
     outputs = engine.outputs()
     rows = dict(outputs.get("instances") or {})
-    health, notes = _cloud_health(w)
+    health, names, notes = _cloud_health(w)
     instances = []
     for s in fleet.slots:
         row = dict(rows.get(s.id) or {})
         instances.append({
             "id": s.id, "shape": s.shape, "region": s.region, "colour": s.colour, "weight": s.weight,
-            "healthy": health.get(s.id), "instance_id": row.get("id"), "address": row.get("private_ip"),
+            "healthy": health.get(s.id), "instance_id": row.get("id") or names.get(s.id),
+            "address": row.get("private_ip"),
             "pid": None, "cpu_limit": None, "mem_limit_mb": None, "enforcement": "instance type", "restarts": 0,
         })
     url = str(outputs.get("url") or "")
@@ -42,17 +43,23 @@ def stack_status(w: Any) -> dict[str, Any] | None:
             "lb": {"address": address}, "instances": instances, "notes": notes}
 
 
-def _cloud_health(w: Any) -> tuple[dict[str, bool], list[str]]:
-    """Slot id -> healthy, from the cloud's health checks; none (with the reason) when they cannot be read."""
+def _cloud_health(w: Any) -> tuple[dict[str, bool], dict[str, str], list[str]]:
+    """Slot id -> healthy from the cloud's health checks, slot id -> instance name where the stack outputs
+    do not name instances (GCP's managed instance groups), and notes; empty (with the reason) when the
+    cloud cannot be read."""
     if w.spec is None:
-        return {}, []
-    from sculpt.app.cloud import CloudWiring
+        return {}, {}, []
+    from sculpt.app.cloud import CloudWiring, gce_targets
+    from sculpt.migrate.gcp import GcpPlatform
 
     try:
         platform = CloudWiring.of(w.engine, w.catalog, w.spec, mode="recommend").platform
         if platform is None:
-            return {}, [f"health is not read on provider '{w.spec.provider}'"]
-        return {sid: inst.healthy for sid, inst in platform.instances().items()}, []
+            return {}, {}, [f"health is not read on provider '{w.spec.provider}'"]
+        health = {sid: inst.healthy for sid, inst in platform.instances().items()}
+        names = ({sid: t.instance_name for sid, t in gce_targets(platform, w.catalog).items()}
+                 if isinstance(platform, GcpPlatform) else {})
+        return health, names, []
     except SculptError as e:
         log.debug("health unknown: %s", e)
-        return {}, [f"health unknown: {e}"]
+        return {}, {}, [f"health unknown: {e}"]

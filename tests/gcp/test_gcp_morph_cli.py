@@ -121,3 +121,31 @@ def test_gcp_project_in_the_spec_is_validated_in_one_line(fields: dict[str, str]
         parse_spec({**base, **fields})
     assert "\n" not in str(e.value)
     assert parse_spec({**base, "gcp_project": "example.com:my-project-1"}).gcp_project == "example.com:my-project-1"
+
+
+def test_process_double_sculpt_status_on_gcp_names_each_slots_instance_and_its_health(
+        tmp_path: Path, compute: FakeCompute, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import sculpt.engine.pulumi_engine as pe
+    from sculpt.cli.main import app
+
+    stack = FakeGcpStack(compute, boot_listings=0)
+    cli = PulumiProcessDouble(render=stack.render)
+    monkeypatch.setattr(pe, "make_engine", lambda spec, ledger, catalog, home: pe.PulumiEngine(
+        spec, home, ledger, command=cli))
+    monkeypatch.setenv("SCULPT_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "sculpt.yaml"
+    spec.write_text("fleet: web\nengine: pulumi\nprovider: gcp\nshape: n2-standard-2\nregion: us-central1\n"
+                    "gcp_project: sculpt-test\napp: {state_sync: {strategy: none}}\n")
+    runner = CliRunner()
+    assert runner.invoke(app, ["up", "--spec", str(spec)]).exit_code == 0
+    r = runner.invoke(app, ["status", "--spec", str(spec), "--json"])
+    assert r.exit_code == 0, r.output
+    (inst,) = json.loads(r.stdout)["instances"]
+    assert (inst["id"], inst["healthy"], inst["instance_id"]) == ("web-0", True, stack.vm("web-0").name)
+    compute.forbidden = True  # health cannot be read: the verb still answers, and says why
+    r = runner.invoke(app, ["status", "--spec", str(spec), "--json"])
+    assert r.exit_code == 0, r.output
+    body = json.loads(r.stdout)
+    assert body["instances"][0]["healthy"] is None and "HTTP 403" in body["notes"][0]
