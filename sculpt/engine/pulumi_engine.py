@@ -334,9 +334,12 @@ class PulumiEngine:
         Every update sculpt makes carries its version and fleet in the stack config, and Pulumi keeps the
         config of every update: each one newer than the ledger's latest version becomes the ledger version it
         was (the latest attempt of a number wins). Nothing is created: a stack the backend does not have is
-        left alone (0). ``sculpt.app.wiring`` calls this when a verb opens a Pulumi stack.
+        left alone (0). ``sculpt.app.wiring`` calls this when a verb opens a Pulumi stack; with the default
+        backend (``file://`` under this state directory) only an empty ledger asks, since nothing else writes it.
         """
         last = self.ledger.latest_version(self.stack)
+        if last is not None and self.spec.backend_url is None:
+            return 0  # the default backend lives beside this ledger: only this machine writes it
         newest_known = last.version if last is not None else 0
         try:
             with translated(self.stack):

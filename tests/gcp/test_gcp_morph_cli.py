@@ -25,7 +25,8 @@ from sculpt.engine.pulumi_engine import PulumiEngine  # noqa: E402
 from sculpt.ledger import Ledger  # noqa: E402
 from sculpt.migrate import Timeouts  # noqa: E402
 from sculpt.migrate.gcp import GcpPlatform  # noqa: E402
-from tests.gcp.fake_compute import FakeCompute, FakeGcpStack  # noqa: E402
+from tests.gcp.cli_user import PROJECT, GcpUser  # noqa: E402
+from tests.gcp.fake_compute import FakeCompute  # noqa: E402
 from tests.pulumi.cli_double import PulumiProcessDouble  # noqa: E402
 from tests.pulumi.conftest import make_fleet  # noqa: E402
 
@@ -78,34 +79,17 @@ def test_process_double_without_credentials_the_morph_is_refused_before_any_upda
 
 def test_process_double_sculpt_up_then_sculpt_morph_on_gcp_through_the_cli(
         tmp_path: Path, compute: FakeCompute, monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
-    import sculpt.engine.pulumi_engine as pe
-    from sculpt.cli.main import app
-
-    stack = FakeGcpStack(compute, boot_listings=0)  # healthy at once: the CLI's clock is the real one
-    cli = PulumiProcessDouble(render=stack.render)
-    monkeypatch.setattr(pe, "make_engine", lambda spec, ledger, catalog, home: pe.PulumiEngine(
-        spec, home, ledger, command=cli))
-    monkeypatch.setenv("SCULPT_HOME", str(tmp_path / "home"))
-    spec = tmp_path / "sculpt.yaml"
-    spec.write_text("fleet: web\nengine: pulumi\nprovider: gcp\nshape: n2-standard-2\nregion: us-central1\n"
-                    "gcp_project: sculpt-test\napp: {state_sync: {strategy: none}}\nlb: {drain_s: 0}\n")
-    runner = CliRunner()
-    up = runner.invoke(app, ["up", "--spec", str(spec)])
-    assert up.exit_code == 0, up.output
-    r = runner.invoke(app, ["morph", "--spec", str(spec), "--shape", "n2-highcpu-4", "--json"])
-    assert r.exit_code == 0, r.output
-    report = json.loads(r.stdout)
+    user = GcpUser(tmp_path, compute, monkeypatch)
+    report = json.loads(user.run("morph", "--shape", "n2-highcpu-4", "--json").stdout)
     assert (report["result"], report["strategy"]) == ("done", "blue-green")
     assert report["to"] == {"shape": "n2-highcpu-4", "region": "us-central1"}
     assert [s["state"] for s in report["steps"]] == ["PROVISION_GREEN", "WAIT_HEALTHY", "SYNC_STATE",
                                                      "PAUSE_FINAL_DELTA", "SHIFT", "RESUME", "DRAIN_BLUE",
                                                      "RETIRE_BLUE"]
-    last = json.loads(cli.ups[-1]["sculpt:fleet"])
+    last = json.loads(user.cli.ups[-1]["sculpt:fleet"])
     assert [(s["id"], s["shape"], s["colour"]) for s in last["slots"]] == [("web-1", "n2-highcpu-4", "green")]
-    assert cli.ups[-1]["gcp:project"] == "sculpt-test"
-    assert stack.group_names["green"] in compute.listings()
+    assert user.cli.ups[-1]["gcp:project"] == PROJECT
+    assert user.stack.group_names["green"] in compute.listings()
 
 
 @pytest.mark.parametrize(("fields", "why"), [
@@ -125,27 +109,9 @@ def test_gcp_project_in_the_spec_is_validated_in_one_line(fields: dict[str, str]
 
 def test_process_double_sculpt_status_on_gcp_names_each_slots_instance_and_its_health(
         tmp_path: Path, compute: FakeCompute, monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
-    import sculpt.engine.pulumi_engine as pe
-    from sculpt.cli.main import app
-
-    stack = FakeGcpStack(compute, boot_listings=0)
-    cli = PulumiProcessDouble(render=stack.render)
-    monkeypatch.setattr(pe, "make_engine", lambda spec, ledger, catalog, home: pe.PulumiEngine(
-        spec, home, ledger, command=cli))
-    monkeypatch.setenv("SCULPT_HOME", str(tmp_path / "home"))
-    spec = tmp_path / "sculpt.yaml"
-    spec.write_text("fleet: web\nengine: pulumi\nprovider: gcp\nshape: n2-standard-2\nregion: us-central1\n"
-                    "gcp_project: sculpt-test\napp: {state_sync: {strategy: none}}\n")
-    runner = CliRunner()
-    assert runner.invoke(app, ["up", "--spec", str(spec)]).exit_code == 0
-    r = runner.invoke(app, ["status", "--spec", str(spec), "--json"])
-    assert r.exit_code == 0, r.output
-    (inst,) = json.loads(r.stdout)["instances"]
-    assert (inst["id"], inst["healthy"], inst["instance_id"]) == ("web-0", True, stack.vm("web-0").name)
+    user = GcpUser(tmp_path, compute, monkeypatch)
+    (inst,) = json.loads(user.run("status", "--json").stdout)["instances"]
+    assert (inst["id"], inst["healthy"], inst["instance_id"]) == ("web-0", True, user.stack.vm("web-0").name)
     compute.forbidden = True  # health cannot be read: the verb still answers, and says why
-    r = runner.invoke(app, ["status", "--spec", str(spec), "--json"])
-    assert r.exit_code == 0, r.output
-    body = json.loads(r.stdout)
+    body = json.loads(user.run("status", "--json").stdout)
     assert body["instances"][0]["healthy"] is None and "HTTP 403" in body["notes"][0]

@@ -15,44 +15,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 pytest.importorskip("pulumi", reason="the gcp extra is not installed")
 
-from tests.gcp.fake_compute import FakeCompute, FakeGcpStack  # noqa: E402
+from tests.gcp.cli_user import PROJECT, GcpUser  # noqa: E402
+from tests.gcp.fake_compute import FakeCompute  # noqa: E402
 from tests.gcp.fake_monitoring import FakeMonitoring  # noqa: E402
-from tests.pulumi.cli_double import PulumiProcessDouble  # noqa: E402
-
-PROJECT = "sculpt-test"
-
-
-class GcpUser:
-    """A user of the CLI with a GCP spec, whose `pulumi up` is played into the Compute API double."""
-
-    def __init__(self, tmp_path: Path, compute: FakeCompute, monkeypatch: pytest.MonkeyPatch) -> None:
-        import sculpt.engine.pulumi_engine as pe
-
-        self.stack = FakeGcpStack(compute, boot_listings=0)
-        cli = PulumiProcessDouble(render=self.stack.render)
-        monkeypatch.setattr(pe, "make_engine", lambda spec, ledger, catalog, home: pe.PulumiEngine(
-            spec, home, ledger, command=cli))
-        monkeypatch.setenv("SCULPT_HOME", str(tmp_path / "home"))
-        self.spec = tmp_path / "sculpt.yaml"
-        self.spec.write_text("fleet: web\nengine: pulumi\nprovider: gcp\nshape: n2-standard-2\n"
-                             f"region: us-central1\ngcp_project: {PROJECT}\n"
-                             "app: {state_sync: {strategy: none}}\nlb: {drain_s: 0}\n")
-        self.run("up")
-
-    def run(self, verb: str, *args: str, code: int = 0) -> Any:
-        from typer.testing import CliRunner
-
-        from sculpt.cli.main import app
-
-        r = CliRunner().invoke(app, [verb, "--spec", str(self.spec), *args])
-        assert r.exit_code == code, (verb, args, r.stdout, r.stderr)
-        return r
 
 
 def _put_minutes(monitoring: FakeMonitoring, vm: str, fraction: float, minutes: int) -> None:

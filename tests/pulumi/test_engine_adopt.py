@@ -18,21 +18,23 @@ from sculpt.engine.pulumi_engine import PulumiEngine  # noqa: E402
 from sculpt.ledger import Ledger  # noqa: E402
 from tests.pulumi.cli_double import PulumiProcessDouble  # noqa: E402
 
+SHARED = "s3://team-bucket/sculpt"  # what the double stands for; it ignores the URL itself
+
 
 def _machine(tmp_path: Path, name: str, cli: PulumiProcessDouble) -> PulumiEngine:
-    fleet = make_fleet("aws")
+    fleet = make_fleet("aws", backend_url=SHARED)
     return PulumiEngine(fleet.spec, tmp_path / name, Ledger(tmp_path / name / "ledger.db"), command=cli)
 
 
 def test_process_double_a_fresh_ledger_adopts_every_version_under_its_own_number(tmp_path: Path) -> None:
     backend = PulumiProcessDouble()
     laptop = _machine(tmp_path, "laptop", backend)
-    laptop.up(make_fleet("aws"), "first")
-    bigger = make_fleet("aws", shape="c6i.large")
+    laptop.up(make_fleet("aws", backend_url=SHARED), "first")
+    bigger = make_fleet("aws", backend_url=SHARED, shape="c6i.large")
     laptop.up(bigger, "bigger")
     backend.fail_up = True
     with pytest.raises(Exception):  # noqa: B017 - the cloud refused this one
-        laptop.up(make_fleet("aws", shape="m6i.xlarge"), "too big")
+        laptop.up(make_fleet("aws", backend_url=SHARED, shape="m6i.xlarge"), "too big")
     laptop.rollback(1, "rollback to 1")
 
     ci = _machine(tmp_path, "ci", backend)
@@ -61,7 +63,7 @@ def test_process_double_a_stack_the_backend_does_not_have_is_not_created(tmp_pat
 def test_process_double_down_is_adopted_as_a_stopped_fleet(tmp_path: Path) -> None:
     backend = PulumiProcessDouble()
     laptop = _machine(tmp_path, "laptop", backend)
-    laptop.up(make_fleet("aws"), "first")
+    laptop.up(make_fleet("aws", backend_url=SHARED), "first")
     laptop.destroy()
     ci = _machine(tmp_path, "ci", backend)
     assert ci.adopt() == 2  # the destroy carries its own number, as in the laptop's ledger
@@ -73,10 +75,19 @@ def test_process_double_down_is_adopted_as_a_stopped_fleet(tmp_path: Path) -> No
 def test_process_double_a_ledger_behind_the_backend_catches_up(tmp_path: Path) -> None:
     backend = PulumiProcessDouble()
     laptop, ci = _machine(tmp_path, "laptop", backend), _machine(tmp_path, "ci", backend)
-    laptop.up(make_fleet("aws"), "first")
+    laptop.up(make_fleet("aws", backend_url=SHARED), "first")
     assert ci.adopt() == 1
-    ci.up(make_fleet("aws", shape="c6i.large"), "from CI")  # version 2, made elsewhere
+    ci.up(make_fleet("aws", backend_url=SHARED, shape="c6i.large"), "from CI")  # version 2, made elsewhere
     assert laptop.current() is not None and laptop.current().spec.shape == "m6i.large"  # type: ignore[union-attr]
     assert laptop.adopt() == 1  # only what it has not seen
     assert laptop.current_version() == 2 and laptop.current().spec.shape == "c6i.large"  # type: ignore[union-attr]
-    assert laptop.up(make_fleet("aws"), "back") == 3
+    assert laptop.up(make_fleet("aws", backend_url=SHARED), "back") == 3
+
+
+def test_process_double_the_default_backend_beside_the_ledger_is_not_read_again(tmp_path: Path) -> None:
+    backend = PulumiProcessDouble()
+    fleet = make_fleet("aws")  # no backend_url: file:// under this state directory
+    engine = PulumiEngine(fleet.spec, tmp_path / "one", Ledger(tmp_path / "one" / "ledger.db"), command=backend)
+    engine.up(fleet, "first")
+    calls = len(backend.calls)
+    assert engine.adopt() == 0 and len(backend.calls) == calls  # no `stack history`: only we write it
