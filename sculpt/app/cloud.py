@@ -39,6 +39,11 @@ REACHABLE_ENV = "SCULPT_PRIVATE_REACHABLE"
 allows ``state_sync: http`` morphs on the cloud (see ``sculpt.migrate.cloud``)."""
 
 
+def private_reachable() -> bool:
+    """Whether the operator said (``SCULPT_PRIVATE_REACHABLE``) this controller reaches the private addresses."""
+    return os.environ.get(REACHABLE_ENV, "") in ("1", "true", "yes")
+
+
 def slot_targets(engine: Any, catalog: Catalog) -> dict[str, SlotTarget]:
     """Slot id -> (EC2 instance id, vCPUs of the slot's shape) from the engine's outputs and current fleet.
 
@@ -79,19 +84,11 @@ def gce_targets(platform: GcpPlatform, catalog: Catalog) -> dict[str, GceTarget]
     first), so a slot's readings are those of the instance its health is read from. Errors (no version,
     the Compute API refusing) are raised: the readings hold the tick, the backfill says why it has none."""
     from sculpt.metrics.gcp_monitoring import GceTarget
-    from sculpt.migrate.gcp import match_slots
 
     _, fleet = platform.current()
-    out = {}
-    for colour, ref in platform.groups(fleet).items():
-        slots = [s for s in fleet.slots if s.colour == colour]
-        if not slots:
-            continue
-        shapes = {s.id: s.shape for s in slots}
-        managed = platform.compute.list_managed_instances(ref.project, ref.region, ref.name)
-        for slot, m in match_slots(slots, managed).items():
-            out[slot] = GceTarget(ref.project, m.name, _vcpus(catalog, shapes[slot]))
-    return out
+    shapes = {s.id: s.shape for s in fleet.slots}
+    return {sid: GceTarget(ref.project, m.name, _vcpus(catalog, shapes[sid]))
+            for sid, (ref, m) in platform.matched(fleet).items()}
 
 
 def monitoring_by_slot(platform: GcpPlatform, catalog: Catalog, *,
@@ -126,7 +123,7 @@ class CloudWiring:
         from sculpt.migrate.cloud import CloudPlatform, cloud_blocker
         from sculpt.migrate.orchestrator import Timeouts
 
-        reachable = os.environ.get(REACHABLE_ENV, "") in ("1", "true", "yes")
+        reachable = private_reachable()
         if mode == "auto":
             why = cloud_blocker(spec, private_reachable=reachable)
             if why:

@@ -49,17 +49,17 @@ def _cloud_health(w: Any) -> tuple[dict[str, bool], dict[str, str], list[str]]:
     cloud cannot be read."""
     if w.spec is None:
         return {}, {}, []
-    from sculpt.app.cloud import CloudWiring, gce_targets
+    from sculpt.app.cloud import CloudWiring
     from sculpt.migrate.gcp import GcpPlatform
 
     try:
         platform = CloudWiring.of(w.engine, w.catalog, w.spec, mode="recommend").platform
         if platform is None:
             return {}, {}, [f"health is not read on provider '{w.spec.provider}'"]
-        health = {sid: inst.healthy for sid, inst in platform.instances().items()}
-        names = ({sid: t.instance_name for sid, t in gce_targets(platform, w.catalog).items()}
-                 if isinstance(platform, GcpPlatform) else {})
-        return health, names, []
+        if isinstance(platform, GcpPlatform):  # one listing gives both the health and the instance names
+            hits = platform.matched(platform.current()[1])
+            return {sid: m.healthy for sid, (_, m) in hits.items()}, {sid: m.name for sid, (_, m) in hits.items()}, []
+        return {sid: inst.healthy for sid, inst in platform.instances().items()}, {}, []
     except SculptError as e:
         log.debug("health unknown: %s", e)
         return {}, {}, [f"health unknown: {e}"]

@@ -220,12 +220,10 @@ def morph_platform(w: Wiring) -> tuple[Any, Any]:
         if not platform.client.running():
             raise ProviderError(f"no agent is running for stack '{w.stack}'", "run `sculpt up` first")
         return platform, None
-    import os
-
-    from sculpt.app.cloud import REACHABLE_ENV, CloudWiring
+    from sculpt.app.cloud import REACHABLE_ENV, CloudWiring, private_reachable
     from sculpt.migrate.cloud import cloud_blocker
 
-    why = cloud_blocker(w.spec, private_reachable=os.environ.get(REACHABLE_ENV, "") in ("1", "true", "yes"))
+    why = cloud_blocker(w.spec, private_reachable=private_reachable())
     if why:
         raise ConfigError(f"cannot morph '{w.stack}' on the cloud: {why}",
                           "set app.state_sync.strategy: none for a stateless app (the load balancer's weight "

@@ -102,24 +102,31 @@ class GcpPlatform(CloudPlatform):
             out[colour] = GroupRef(str(project), str(row.get("region") or fleet.spec.region), str(row["name"]))
         return out
 
-    def instances(self) -> dict[str, Instance]:
-        """The current version's slots matched to their colour's MIG instances, with MIG health."""
-        _, fleet = self.current()
-        port = fleet.spec.app.port
-        found: dict[str, Instance] = {}
+    def matched(self, fleet: Fleet) -> dict[str, tuple[GroupRef, ManagedInstance]]:
+        """Each slot of ``fleet`` with its colour's MIG and the managed instance it maps to (``match_slots``),
+        one ``listManagedInstances`` per colour. Slots no instance stands for yet are left out."""
+        out: dict[str, tuple[GroupRef, ManagedInstance]] = {}
         for colour, ref in self.groups(fleet).items():
             slots = [s for s in fleet.slots if s.colour == colour]
             if not slots:
                 continue
             managed = self.compute.list_managed_instances(ref.project, ref.region, ref.name)
-            by_slot = match_slots(slots, managed)
-            for s in slots:
-                m = by_slot.get(s.id)
-                if m is None:
-                    continue
-                ip = self._ip(m) if self.private_reachable else None
-                found[s.id] = Instance(s.id, s.shape, s.region, m.healthy, s.weight,
-                                       f"{ip}:{port}" if ip else None)
+            for sid, m in match_slots(slots, managed).items():
+                out[sid] = (ref, m)
+        return out
+
+    def instances(self) -> dict[str, Instance]:
+        """The current version's slots matched to their colour's MIG instances, with MIG health."""
+        _, fleet = self.current()
+        port = fleet.spec.app.port
+        by_slot = self.matched(fleet)
+        found: dict[str, Instance] = {}
+        for s in fleet.slots:
+            if s.id not in by_slot:
+                continue
+            m = by_slot[s.id][1]
+            ip = self._ip(m) if self.private_reachable else None
+            found[s.id] = Instance(s.id, s.shape, s.region, m.healthy, s.weight, f"{ip}:{port}" if ip else None)
         return found
 
     def _ip(self, m: ManagedInstance) -> str | None:
