@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import psutil
 
 
 def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
@@ -15,3 +20,26 @@ def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
     except urllib.error.HTTPError as e:
         with e:
             return e.code, e.read()
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``pred`` until it returns something true (an exception counts as not yet: e.g. the agent being
+    replaced right now); ``AssertionError`` naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+        except Exception:  # noqa: BLE001 - ask again
+            v = None
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie nobody reaped yet counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

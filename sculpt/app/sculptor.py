@@ -407,7 +407,8 @@ class OrchestratorActuator:
         orch = Orchestrator(self.platform, self.ledger, SystemClock(), timeouts=self.timeouts,
                             progress=self.progress)
         try:
-            rep = orch.morph(MorphRequest(shape=shape, region=region))
+            rep = orch.morph(MorphRequest(shape=shape, region=region, origin="watch",
+                                          message=f"watch: morph to {shape} in {region}"))
         except SculptError as e:
             return Action(now, shape, from_shape, region, "failed", str(e), orch.mid, time.monotonic() - t0)
         return Action(now, shape, from_shape, region, rep.result, rep.reason or rep.strategy, rep.migration_id,
@@ -700,6 +701,7 @@ class SculptorService:
                                  allowed=family_mask(arrays, spec.families), spec=spec,
                                  max_migrations_per_day=spec.policy.max_migrations_per_day)
         self.n = 0
+        self.moves: Any = None  # the ledger whose record of moves the daily cap counts (``count_moves``)
         self.last: TickReport | None = None
         self.history: dict[str, deque[float]] = {}
         self.counters: Counters = {"ticks": 0, "decisions": {}, "migrations": {}, "warnings": 0}
@@ -873,6 +875,23 @@ class SculptorService:
             self.port._prime_new_slots(now)  # the new instances' rates exist at the next tick
         return act
 
+    def count_moves(self, now: float) -> None:
+        """The daily cap counts the stack's migrations of the last 24 h in the ledger's one record of moves
+        (``sculpt watch``'s own, ``sculpt morph``, ``rollback`` and ``up`` alike; one per command, see
+        ``migration_times``), the same count ``sculpt policy check`` uses; the cooldown starts at the latest
+        of them too. Without a ledger (``moves`` unset) the decision keeps its own memory."""
+        if self.moves is None:
+            return
+        from sculpt.ledger import DAY_S, migration_times
+
+        times = migration_times(self.moves.moves(self.spec.fleet, since=now - DAY_S))
+        st = self.sculptor.state
+        ring = np.full_like(st.move_times, -np.inf)
+        recent = times[-ring.shape[1]:] if ring.shape[1] else []
+        ring[:, :len(recent)] = recent
+        last = np.maximum(st.last_move_t, times[-1]) if times else st.last_move_t
+        self.sculptor.state = DecisionState(last_move_t=last, move_times=ring)
+
     def seed_cooldown(self, last_move_t: float) -> None:
         """Resume the cooldown after a restart from the last migration's time (from the ledger)."""
         st = self.sculptor.state
@@ -884,6 +903,7 @@ class SculptorService:
             t0 = time.perf_counter()
             m0 = self.guard.model_s
             n_actions = len(self.port.actions)
+            self.count_moves(self.clock.now())
             self._discount_unavailable()
             rows, batch = tick(self.sculptor, self.port, self.clock)
             self._finish_handover()
@@ -934,6 +954,7 @@ class SculptorService:
             if self.last is not None:
                 return self.last.plan
             rows = np.arange(len(self.sculptor.streams))
+            self.count_moves(self.clock.now())
             batch = self.sculptor.decide(self.clock.now(), self.port.current(), self.port.pending(), rows)
             return self._fleet_plan(self.clock.now(), rows, batch)[0]
 
@@ -1254,6 +1275,8 @@ def open_service(spec_path: Any, *, mode: Mode = "recommend", model: str = "ense
         migs = [m for m in w.ledger.migrations(w.stack) if m.result == "done"]
         if migs:
             svc.seed_cooldown(max(m.started for m in migs))
+        svc.moves = w.ledger  # the daily cap reads the one record of moves (also for `sculpt plan`)
+        svc.count_moves(svc.clock.now())
         hours = (0.0 if resumed else AUTO_BACKFILL_H) if backfill_h is None else backfill_h
         if hours > 0 and hasattr(readings, "history"):
             try:

@@ -7,6 +7,7 @@ directory (``$SCULPT_HOME`` or ``.sculpt/`` beside the spec) and the catalog are
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from sculpt.catalog import load_catalog, refreshed_path
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ConfigError, SculptError
 from sculpt.domain.fleet import Fleet, Slot
-from sculpt.domain.spec import FleetSpec, load_spec
+from sculpt.domain.spec import FleetSpec, load_spec, parse_spec
 from sculpt.engine.local import LocalEngine
 from sculpt.ledger import Ledger, state_dir
 
@@ -37,54 +38,97 @@ class Wiring:
     def fleet(self) -> Fleet:
         """The fleet ``sculpt up`` should apply: the spec, merged with what sculpt has already changed.
 
-        See ``desired_fleet``: after a morph, re-running ``up`` with an unchanged spec keeps the shapes and
-        slots sculpt chose instead of undoing them.
+        See ``desired_fleet``: the spec file is compared with the spec of the last succeeded ``up``, so after
+        a morph (or the sculptor's move, or a rollback) re-running ``up`` with an unchanged spec keeps the
+        shapes, regions, replica count and slots sculpt chose instead of undoing them. Reads only.
         """
         if self.spec is None:
             raise ConfigError("no fleet spec was given", "pass --spec sculpt.yaml")
-        last = self.ledger.latest_version(self.stack, succeeded_only=True)
-        if last is None or not last.fleet.get("slots"):
-            return Fleet.from_spec(self.spec)
-        from sculpt.engine.local import fleet_of
-
-        try:
-            current = fleet_of(last)
-        except SculptError:
-            return Fleet.from_spec(self.spec)
-        return desired_fleet(self.spec, current)
+        used = ids_ever_used(self.ledger, self.stack)
+        got = self.ledger.applied(self.stack)
+        current: Fleet | None = None
+        if got is not None and got[2].get("slots"):
+            try:
+                current = Fleet(spec=parse_spec(got[1], f"version {got[0].version} of stack '{self.stack}'"),
+                                slots=tuple(Slot.model_validate(s) for s in got[2]["slots"]))
+            except (SculptError, ValueError):
+                current = None
+        if current is None:
+            return desired_fleet(self.spec, None, used=used)
+        return desired_fleet(self.spec, current, base=last_up_spec(self.ledger, self.stack), used=used)
 
     def close(self) -> None:
         self.ledger.close()
 
 
-def desired_fleet(spec: FleetSpec, current: Fleet) -> Fleet:
-    """Merge the spec into the running fleet.
+def last_up_spec(ledger: Ledger, stack: str) -> FleetSpec | None:
+    """The spec of the last succeeded version of kind ``up``: what the spec file said the last time the user
+    applied it (``None`` when there is none or it cannot be read)."""
+    last = next((v for v in reversed(ledger.versions(stack)) if v.kind == "up" and v.result == "succeeded"), None)
+    if last is None:
+        return None
+    try:
+        return parse_spec(last.spec, f"version {last.version} of stack '{stack}'")
+    except SculptError:
+        return None
 
-    The spec's ``shape``/``region`` are the user's word: when they differ from the spec the current
-    version was made from, every serving slot takes them (same slot ids, so the provider resizes or
-    replaces in place and keeps each instance's data). When they are unchanged, the slots keep the shapes,
-    regions and ids that morphs or the sculptor chose. ``replicas.desired`` adds or removes slots either
-    way. Blue/green leftovers (weight 0) are dropped: a finished morph leaves none.
+
+def ids_ever_used(ledger: Ledger, stack: str) -> set[str]:
+    """Every slot id any version of ``stack`` used (see ``Ledger.slot_ids_ever_used``)."""
+    return ledger.slot_ids_ever_used(stack)
+
+
+def desired_fleet(spec: FleetSpec, current: Fleet | None, *, base: FleetSpec | None = None,
+                  used: Iterable[str] = ()) -> Fleet:
+    """Merge the spec file into the running fleet, field by field.
+
+    ``base`` is the spec of the last ``up`` (default: ``current``'s own spec). A field the user changed in
+    the file since then wins; a field they did not change keeps what morphs, the sculptor or a rollback
+    chose:
+
+    * ``shape`` / ``region``: changed, every serving slot takes it (same slot ids: the orchestrator resizes
+      in place or hands over blue/green, keeping each instance's data); unchanged, each slot keeps its own;
+    * ``replicas``: changed, ``replicas.desired`` slots; unchanged, as many as serve now (within min/max);
+    * ``app``: changed, the file's (the slots are replaced, see ``replacements``); unchanged, the running one.
+
+    Every other field is the file's. The fleet's spec keeps the file's ``shape``/``region``/``replicas`` (the
+    next ``up`` compares against it; the slots say what runs). A new slot id never reuses one in ``used``
+    (any version's) or ``current``'s. Blue/green leftovers (weight 0) are dropped.
     """
-    before = current.spec
-    slots = [s for s in current.slots if s.weight > 0] or list(current.slots)
-    if spec.shape != before.shape or spec.region != before.region:
-        slots = [s.model_copy(update={"shape": spec.shape, "region": spec.region}) for s in slots]
-    n = spec.replicas.desired
-    if len(slots) > n:
-        slots = slots[:n]
-    used = {s.id for s in slots}
+    taken = set(used)
+    if current is None or not current.slots:
+        slots: list[Slot] = []
+        n = spec.replicas.desired
+        app = spec.app
+    else:
+        base = base or current.spec
+        taken |= {s.id for s in current.slots}
+        slots = [s for s in current.slots if s.weight > 0] or list(current.slots)
+        change: dict[str, str] = {}
+        if spec.shape != base.shape:
+            change["shape"] = spec.shape
+        if spec.region != base.region:
+            change["region"] = spec.region
+        if change:
+            slots = [s.model_copy(update=change) for s in slots]
+        lo, hi = spec.replicas.min, spec.replicas.max
+        n = spec.replicas.desired if spec.replicas != base.replicas else min(max(len(slots), lo), hi)
+        app = spec.app if spec.app != base.app else current.spec.app
+    slots = slots[:n]
     template = slots[0] if slots else None
     i = 0
     while len(slots) < n:
         sid = f"{spec.fleet}-{i}"
         i += 1
-        if sid in used or any(s.id == sid for s in current.slots):
+        if sid in taken:
             continue
         slots.append(Slot(id=sid, shape=template.shape if template else spec.shape,
                           region=template.region if template else spec.region))
-        used.add(sid)
-    return Fleet(spec=spec, slots=tuple(s.model_copy(update={"colour": "blue", "weight": 100}) for s in slots))
+        taken.add(sid)
+    out = spec if app == spec.app else spec.with_changes(app=app.model_dump())
+    # every slot serves; each keeps its colour (a green that won a morph stays green: relabelling it would
+    # be a change with nothing to do locally, and on a cloud would move it to the other colour's group)
+    return Fleet(spec=out, slots=tuple(s.model_copy(update={"weight": 100}) for s in slots))
 
 
 def make_engine(spec: FleetSpec, ledger: Ledger, catalog: Catalog, home: Path, *,

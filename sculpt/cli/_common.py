@@ -47,3 +47,17 @@ def open_stack(stack: str | None, spec: Path) -> Any:
     for line in recover_unfinished(w):
         typer.echo(line, err=True)
     return w
+
+
+def interrupt_on_signals() -> None:
+    """Turn SIGTERM (and SIGINT) into ``Interrupted``, so a ``kill`` rolls a handover back like Ctrl-C and
+    the reason says which signal it was; only SIGKILL cannot be handled (the next command recovers it)."""
+    import signal
+
+    from sculpt.migrate.orchestrator import Interrupted
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -7,6 +7,16 @@ run as its own process (so ``crash-at`` faults really kill it, after which ``rec
 of every acknowledged write. Benchmarks print figures and write JSON; they assert nothing.
 
 Targets: ``failed`` = 0, ``lost_writes`` = 0, ``pause_ms_max`` <= 500, blue/green ``duration_s`` <= 10.
+
+``--chaos N`` runs N random operation sequences instead (:mod:`sculpt.cli.chaos`, the same operations and
+checks as the state-safety property test): each on a throwaway stack under a steady verified load, ``up``
+(unchanged / shape / env), ``morph`` (in place / blue-green / region), ``rollback [--to N]``, kill -9 of the
+controller at a random step or moment, kill -9 of the agent, waits past the pause lease and recovery by a
+random verb. It prints sequences run, acknowledged writes, lost, failed requests and the longest
+unavailability (overall, after an agent kill, after a controller kill), measured from the load generator's
+own records. Targets: ``lost`` = 0 (and nothing ``reverted``); after an agent kill <= 2 s; after a controller
+kill <= the pause bound, ``lb.pause_lease_s`` (3 s on these stacks): a dead controller's pause is ended by
+the agent's recovery, never by waiting the lease out.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ FAULTS = {
     "in-place": ("none", "green-unhealthy", "step-timeout:WAIT_HEALTHY", "crash-at:RESIZE"),
 }
 SHAPES = ("std-0.5c-512m", "std-1c-1024m")
+AGENT_KILL_TARGET_S = 2.0
 
 
 def _sculpt(args: list[str], home: Path, cwd: Path, timeout_s: float = 180.0) -> Any:
@@ -108,17 +119,93 @@ def run_one(strategy: str, fault: str, *, rate: float = 250.0, replicas: int = 1
         return out
 
 
+def run_chaos(n: int, *, seed: int = 0, steps: int = 5, rate: float = 150.0, lease_s: float = 3.0,
+              progress: Any = None) -> dict[str, Any]:
+    """``n`` chaos sequences (seeds ``seed`` .. ``seed + n - 1``); the totals, the targets and one row per
+    sequence."""
+    import time
+
+    from sculpt.cli.chaos import run_sequence, summarize
+
+    rows = []
+    t0 = time.monotonic()
+    for i in range(n):
+        row = run_sequence(seed + i, steps, rate_rps=rate, lease_s=lease_s)
+        rows.append(row)
+        if progress is not None:
+            progress(i, row)
+    total = summarize(rows)
+    bound = lease_s
+    agent, ctl = total["longest_unavailable_after_agent_kill_s"], total["longest_unavailable_after_controller_kill_s"]
+    total.update(
+        seed=seed, steps_per_sequence=steps, rate_rps=rate, pause_lease_s=lease_s, pause_bound_s=bound,
+        wall_s=round(time.monotonic() - t0, 1),
+        targets={"lost": total["lost"] == 0 and total["reverted"] == 0,
+                 "after_agent_kill": agent is None or agent <= AGENT_KILL_TARGET_S,
+                 "after_controller_kill": ctl is None or ctl <= bound},
+        rows=[r.to_json() for r in rows])
+    total["targets_met"] = all(total["targets"].values())
+    return total
+
+
+def _chaos_line(i: int, row: Any) -> str:
+    def s(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}s"
+
+    return (f"#{i:<3} seed={row.seed:<5} steps={len(row.steps)} acked={row.acked_writes:<5} lost={row.lost:<3} "
+            f"failed={row.failed:<5} unavailable={s(row.longest_unavailable_s)} after-agent-kill="
+            f"{s(row.after_agent_kill_s)} after-controller-kill={s(row.after_controller_kill_s)} "
+            f"problems={len(row.problems)}  [{' '.join(row.steps)}]"
+            + (f" failed in {row.failed_by_step}" if row.failed else "")
+            + f" longest in {row.longest_unavailable_in}")
+
+
 @app.command("morph")
 def bench_morph(
     strategy: Annotated[str, typer.Option(help="blue-green | in-place | auto | all")] = "blue-green",
     fault: Annotated[str, typer.Option(help=f"none | all | one of {', '.join(FAULTS['blue-green'][1:])}")] = "none",
-    rate: Annotated[float, typer.Option(help="offered load, requests per second (half writes)")] = 250.0,
+    rate: Annotated[float | None, typer.Option(help="offered load, requests per second (half writes); default "
+                                                    "250, with --chaos 150")] = None,
     replicas: Annotated[int, typer.Option(help="replicas of the fleet")] = 1,
     routing: Annotated[str, typer.Option(help="weighted | hash")] = "weighted",
     json_out: Annotated[bool, typer.Option("--json", help="print machine-readable JSON")] = False,
     out: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
+    chaos: Annotated[int, typer.Option("--chaos", min=0, help="run N random operation sequences with random "
+                                                                "kills instead (see docs/migration.md)")] = 0,
+    seed: Annotated[int, typer.Option(help="--chaos: the first sequence's seed (sequence i uses seed + i)")] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="--chaos: operations per sequence")] = 5,
 ) -> None:
-    """Morph a throwaway local stack under load; print failed, lost_writes, pause_ms_max, duration_s."""
+    """Morph a throwaway local stack under load; print failed, lost_writes, pause_ms_max, duration_s.
+
+    With --chaos N: N random sequences of commands, kills and waits under load; print sequences, acknowledged
+    writes, lost, failed requests and the longest unavailability."""
+    if chaos:
+        def show(i: int, row: Any) -> None:
+            typer.echo(_chaos_line(i, row), err=json_out)
+            for p in row.problems[:5]:
+                typer.echo(f"      {p[:300]}", err=json_out)
+
+        total = run_chaos(chaos, seed=seed, steps=steps, rate=150.0 if rate is None else rate, progress=show)
+        text = json.dumps(total, indent=2, default=str)
+        if out is not None:
+            out.write_text(text + "\n")
+        if json_out:
+            typer.echo(text)
+        else:
+            def fmt(x: float | None) -> str:
+                return "-" if x is None else f"{x:.2f}s"
+
+            typer.echo(f"sequences run: {total['sequences']} ({total['steps']} steps, {total['wall_s']}s); "
+                       f"acknowledged writes: {total['acked_writes']}; lost: {total['lost']}; reverted: "
+                       f"{total['reverted']}; failed requests: {total['failed']} of {total['requests']}")
+            typer.echo(f"longest unavailability: {fmt(total['longest_unavailable_s'])}; after an agent kill: "
+                       f"{fmt(total['longest_unavailable_after_agent_kill_s'])} (target <= {AGENT_KILL_TARGET_S:g}s); "
+                       f"after a controller kill: {fmt(total['longest_unavailable_after_controller_kill_s'])} "
+                       f"(target <= {total['pause_bound_s']:g}s)")
+            typer.echo(f"sequences with problems: {total['sequences_with_problems']} {total['problems']}; "
+                       f"targets met: {total['targets_met']}")
+        return
+    rate = 250.0 if rate is None else rate
     strategies = ["blue-green", "in-place"] if strategy == "all" else [strategy]
     rows = []
     for s in strategies:

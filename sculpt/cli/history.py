@@ -1,32 +1,48 @@
-"""``sculpt history``: every version of the stack, oldest first.
+"""``sculpt history``: every user-visible version of the stack, oldest first, each with its steps.
 
-``--json`` prints a list of ``{"version", "time", "result", "message", "kind", "fleet": {"slots": [...]}}``
-(``time`` in UNIX seconds; ``result`` is ``pending``, ``succeeded`` or ``failed``; ``kind`` is ``up``,
-``rollback``, ``down`` or whatever wrote it, e.g. a morph).
+One version per command (``kind``: ``up``, ``morph``, ``rollback``, ``down``, ``requirements``); the stack
+updates a command made (a blue/green morph: add green, shift, retire blue) are its steps. ``--json`` prints
+a list of ``{"version", "time", "result", "message", "kind", "fleet": {"slots": [...]}, "steps": [{"step",
+"time", "result", "message"}]}`` (``time`` in UNIX seconds; ``result`` is ``pending``, ``succeeded`` or
+``failed``). The text view indents each version's steps under it (a single step that only repeats its
+version is not repeated).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import typer
 
 from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, StackOpt, emit_json, is_tty, open_stack
 
 
+def _utc(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+def _slots(fleet: dict[str, Any]) -> str:
+    slots = fleet.get("slots", [])
+    shapes = ", ".join(sorted({f"{s['shape']}@{s['region']}" for s in slots})) or "-"
+    return f"{len(slots)} × {shapes}" if slots else "-"
+
+
 def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: JsonOpt = False) -> None:
-    """List the stack's versions: number, time, result, kind, message and slots."""
+    """List the stack's versions (number, time, result, kind, slots, message), each with its steps."""
     w = open_stack(stack, spec)
     try:
         versions = w.ledger.versions(w.stack)
+        steps = {v.version: w.ledger.steps(w.stack, v.version) for v in versions}
     finally:
         w.close()
     if json_out:
-        emit_json([v.to_json() for v in versions])
+        emit_json([{**v.to_json(), "steps": [s.to_json() for s in steps[v.version]]} for v in versions])
         return
     if not versions:
         typer.echo(f"stack '{w.stack}' has no versions yet; run `sculpt up`")
         return
-    import time
-
     from rich.console import Console
     from rich.table import Table
 
@@ -34,8 +50,11 @@ def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: Json
     for col in ("version", "time (UTC)", "result", "kind", "slots", "message"):
         t.add_column(col, justify="right" if col == "version" else "left")
     for v in versions:
-        slots = v.fleet.get("slots", [])
-        shapes = ", ".join(sorted({f"{s['shape']}@{s['region']}" for s in slots})) or "-"
-        t.add_row(str(v.version), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.time)), v.result, v.kind,
-                  f"{len(slots)} × {shapes}" if slots else "-", v.message)
+        t.add_row(str(v.version), _utc(v.time), v.result, v.kind, _slots(v.fleet), v.message)
+        own = steps[v.version]
+        if len(own) == 1 and own[0].result == v.result and own[0].message in (v.message, v.kind):
+            continue
+        for s in own:
+            t.add_row("", f"  {_utc(s.time)}", f"  {s.result}", f"  step {s.step}", f"  {_slots(s.fleet)}",
+                      f"  {s.message}")
     Console(width=None if is_tty() else 160).print(t)

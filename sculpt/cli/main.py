@@ -1,7 +1,8 @@
 """The ``sculpt`` typer application: registers each verb and turns ``SculptError`` into one line + exit code.
 
 Exit codes: 0 ok; 1 an error the message explains (bad spec, locked stack, provider failure);
-2 a policy violation (``sculpt plan``, ``sculpt policy check``) or a usage error.
+2 a policy violation (``sculpt plan``, ``sculpt policy check``) or a usage error; 3 ``sculpt preview``
+found changes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ class SculptGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (see interrupt_on_signals): after rolling back
+            what = getattr(e, "signame", "SIGINT").replace("SIGINT", "Ctrl-C") or "Ctrl-C"
+            typer.echo(f"error: interrupted ({what}); what was in flight was finished or undone", err=True)
+            raise typer.Exit(130) from None
         except Exception as e:  # noqa: BLE001 - only SculptError is handled; others re-raise
             from sculpt.domain.errors import SculptError
 
@@ -62,6 +67,7 @@ from sculpt.cli import (  # noqa: E402
     morph,
     plan,
     policy,
+    preview,
     replay,
     rollback,
     status,
@@ -72,6 +78,7 @@ from sculpt.cli import (  # noqa: E402
 
 # in the order a newcomer meets them
 app.command("init")(init.command)
+app.command("preview")(preview.command)
 app.command("up")(up.command)
 app.command("status")(status.command)
 app.command("history")(history.command)

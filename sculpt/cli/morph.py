@@ -14,12 +14,7 @@ from typing import Annotated
 
 import typer
 
-from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, emit_json
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
+from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, emit_json, interrupt_on_signals
 
 StrategyOpt = Annotated[str, typer.Option("--strategy", help="auto | in-place | blue-green")]
 
@@ -40,7 +35,6 @@ def command(
     """Morph the fleet to --shape/--region with a journaled, rollback-safe migration, step by step."""
     import dataclasses
     import os
-    import signal
 
     from sculpt.app.wiring import morph_platform, wire
     from sculpt.domain.clock import SystemClock
@@ -77,7 +71,7 @@ def command(
         orch = Orchestrator(platform, w.ledger, SystemClock(), faults=faults, progress=show, timeouts=timeouts)
         if faults.active:
             typer.echo(f"injecting fault: {faults}", err=True)
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` rolls back like Ctrl-C; only SIGKILL cannot
+        interrupt_on_signals()  # `kill` rolls back like Ctrl-C; only SIGKILL cannot
         report = orch.morph(MorphRequest(target_shape if shape else None, target_region if region else None,
                                          strategy))  # type: ignore[arg-type]
     finally:

@@ -58,14 +58,16 @@ def fleet_after(fleet: Any, actions: list[dict[str, Any]]) -> Any:
 
 
 def _migrations_last_day(spec_path: Path, stack: str, now: float) -> int:
-    from sculpt.ledger import Ledger, state_dir
+    """The stack's migrations in the 24 h before ``now``, from the ledger's one record of moves (watch,
+    morph, rollback, up; one per command) — the count the decision's daily cap uses too."""
+    from sculpt.ledger import DAY_S, Ledger, migration_times, state_dir
 
     db = state_dir(spec_path) / "ledger.db"
     if not db.exists():
         return 0
     ledger = Ledger(db)
     try:
-        return sum(1 for m in ledger.migrations(stack) if m.started >= now - 86_400)
+        return len(migration_times(ledger.moves(stack, since=now - DAY_S)))
     finally:
         ledger.close()
 

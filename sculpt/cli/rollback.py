@@ -1,6 +1,8 @@
-"""``sculpt rollback``: re-apply an earlier version's fleet as a new version (history stays append-only).
+"""``sculpt rollback``: go back to an earlier version's fleet as a new version (history stays append-only).
 
-``--json`` prints ``{"stack", "version", "rolled_back_to", "result"}``.
+On the local engine a rollback is a morph to that version's fleet: every slot whose shape, region or app
+differs is handed over (in place where cgroups allow, else blue/green with state sync), so the data the
+fleet holds now moves with it. ``--json`` prints ``{"stack", "version", "rolled_back_to", "result"}``.
 """
 
 from __future__ import annotations
@@ -9,30 +11,66 @@ from typing import Annotated
 
 import typer
 
-from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, StackOpt, emit_json, open_stack
+from sculpt.cli._common import (
+    DEFAULT_SPEC,
+    JsonOpt,
+    SpecOpt,
+    StackOpt,
+    emit_json,
+    interrupt_on_signals,
+    open_stack,
+)
 
 
 def command(
     spec: SpecOpt = DEFAULT_SPEC,
-    to: Annotated[int | None, typer.Option("--to", help="version to go back to (default: the previous "
-                                                          "succeeded version)")] = None,
+    to: Annotated[int | None, typer.Option("--to", help="version to go back to (default: the succeeded "
+                                                          "version before the current one)")] = None,
     stack: StackOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Go back to version N (default: the succeeded version before the current one)."""
-    from sculpt.domain.errors import NotFoundError
+    from sculpt.domain.errors import ConfigError, NotFoundError
 
     w = open_stack(stack, spec)
+    failed: str | None = None
     try:
         target = to if to is not None else w.engine.previous_succeeded()
         if target is None:
             raise NotFoundError(f"stack '{w.stack}' has no earlier succeeded version to roll back to",
                                 "see `sculpt history`, or pass --to N")
-        typer.echo(f"rolling {w.stack} back to version {target} ...", err=True)
-        version = w.engine.rollback(target)
+        if w.engine.name == "local":
+            from sculpt.app.change import apply_change
+            from sculpt.cli.up import _progress
+            from sculpt.domain.clock import SystemClock
+            from sculpt.engine.local import fleet_of
+            from sculpt.migrate.local import LocalPlatform
+
+            row = w.ledger.version(w.stack, target)
+            if row.result != "succeeded" or not row.fleet.get("slots"):
+                why = row.result if row.result != "succeeded" else "has no instances (a `down`)"
+                raise ConfigError(f"version {target} of stack '{w.stack}' {why}; only a succeeded version "
+                                  "with instances can be rolled back to", "pick one in `sculpt history`")
+            typer.echo(f"rolling {w.stack} back to version {target} ...", err=True)
+            from sculpt.migrate.faults import faults_from_env
+
+            interrupt_on_signals()
+            res = apply_change(w.engine, LocalPlatform(w.engine, w.state_dir), w.ledger, SystemClock(),
+                               fleet_of(row), kind="rollback", message=f"rollback to {target}",
+                               faults=faults_from_env(), progress=_progress)
+            version = res.version
+            failed = res.reason if res.result == "failed" else None
+        else:
+            typer.echo(f"rolling {w.stack} back to version {target} ...", err=True)
+            version = w.engine.rollback(target)
     finally:
         w.close()
     if json_out:
-        emit_json({"stack": w.stack, "version": version, "rolled_back_to": target, "result": "succeeded"})
-        return
-    typer.echo(f"{w.stack}: version {version} re-applies version {target} (succeeded)")
+        emit_json({"stack": w.stack, "version": version, "rolled_back_to": target,
+                   "result": "failed" if failed else "succeeded"})
+    if failed:
+        typer.echo(f"error: rollback to {target} failed: {failed} (the fleet runs as before it). To fix: see "
+                   "`sculpt history` and the instance logs, then run `sculpt rollback` again", err=True)
+        raise typer.Exit(1)
+    if not json_out:
+        typer.echo(f"{w.stack}: version {version} re-applies version {target} (succeeded)")

@@ -1,8 +1,11 @@
 """``sculpt status``: what runs now — the stack version, the load balancer and each instance.
 
-``--json`` prints ``{"stack", "version", "engine", "provider", "enforcement", "live_resize", "lb": {"address"},
+``--json`` prints ``{"stack", "version", "engine", "provider", "enforcement", "live_resize", "agent_pid",
+"lb": {"address"}, "lb_pid", "paused_by": {"pid", "since", "lease_s"} | null, "fleet": {"name", "slots"} | null,
 "instances": [{"id", "shape", "region", "colour", "weight", "healthy", "pid", "address", "cpu_limit",
-"mem_limit_mb", "enforcement", "restarts", ...}], "notes": [...]}`` (on ``engine: pulumi`` each instance also has
+"mem_limit_mb", "enforcement", "restarts", ...}], "notes": [...]}`` (``fleet``: the fleet the local agent last
+applied, as it keeps it across its own restarts; with the agent dead, its LB process and instances still
+serve and ``status`` reports them through the agent that adopts them; on ``engine: pulumi`` each instance also has
 ``instance_id``, ``healthy`` is the cloud's health check or ``null`` when it cannot be read, and ``notes``
 says why). When nothing runs it prints the same keys with
 ``"version": null``, ``"lb": null``, ``"instances": []`` (plus ``"last_version"``) and exits 1.
@@ -41,8 +44,17 @@ def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: Json
         raise typer.Exit(1)
     out = {**base, "version": current.version if current else None,
            "enforcement": live.get("enforcement"), "live_resize": live.get("live_resize"),
-           "agent_pid": live.get("agent_pid"), "lb": live.get("lb"), "instances": live.get("instances", []),
-           "notes": live.get("notes", [])}
+           "agent_pid": live.get("agent_pid"), "lb": live.get("lb"), "lb_pid": live.get("lb_pid"),
+           "paused_by": live.get("paused_by"),
+           "fleet": live.get("fleet"), "instances": live.get("instances", []), "notes": list(live.get("notes", []))}
+    pb = out["paused_by"]
+    if pb:
+        import time
+
+        held = time.time() - float(pb.get("since") or time.time())
+        lease = f", lease {pb['lease_s']:g}s" if pb.get("lease_s") is not None else ""
+        out["notes"].append(f"the load balancer is paused (holding new requests) by pid {pb.get('pid') or '?'} "
+                            f"for {held:.1f}s{lease}")
     if json_out:
         emit_json(out)
         return

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, emit_json
+from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, emit_json, interrupt_on_signals
 
 
 def command(
@@ -16,9 +16,12 @@ def command(
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="seconds instances may take to become "
                                                                     "healthy")] = 30.0,
 ) -> None:
-    """Apply the spec: start, resize or replace instances, then record the new version.
+    """Apply the spec: start, resize or hand over instances, then record the new version.
 
-    --json prints {"stack", "version", "result", "changes": {op: count}, "lb": {"address"}, "instances": [...]}.
+    A slot that needs a new instance (its app's command, env or health path changed, its region changed, or
+    its shape changed where cgroups cannot resize live) is replaced by a blue/green handover with state
+    sync, like `sculpt morph`. --json prints {"stack", "version", "result", "changes": {op: count},
+    "replaced": {slot: why}, "seconds", "lb": {"address"}, "instances": [...]}.
     """
     import time
 
@@ -29,12 +32,30 @@ def command(
     w = wire(spec, apply_timeout_s=timeout)
     for line in recover_unfinished(w):
         typer.echo(line, err=True)
+    replaced: dict[str, str] = {}
+    failed: str | None = None
     try:
         fleet = w.fleet()
         diff = w.engine.preview(fleet)
         typer.echo(f"{w.stack}: {diff}" if not diff.empty else f"{w.stack}: no changes; re-applying", err=True)
         typer.echo(f"applying {len(fleet.slots)} slot(s) through the {w.engine.name} engine ...", err=True)
-        version = w.engine.up(fleet, message)
+        if w.engine.name == "local":
+            from sculpt.app.change import apply_change
+            from sculpt.domain.clock import SystemClock
+            from sculpt.migrate import Timeouts
+            from sculpt.migrate.local import LocalPlatform
+
+            assert w.spec is not None
+            from sculpt.migrate.faults import faults_from_env
+
+            interrupt_on_signals()
+            res = apply_change(w.engine, LocalPlatform(w.engine, w.state_dir), w.ledger, SystemClock(), fleet,
+                               kind="up", message=message or "up", record_spec=w.spec,
+                               timeouts=Timeouts(healthy_s=timeout, drain_s=max(w.spec.lb.drain_s, 1.0)),
+                               faults=faults_from_env(), progress=_progress)
+            version, replaced, failed = res.version, res.replaced, res.reason if res.result == "failed" else None
+        else:
+            version = w.engine.up(fleet, message)
         status = stack_status(w)
     finally:
         w.close()
@@ -42,13 +63,28 @@ def command(
     lb = (status or {}).get("lb") or {"address": None}
     instances = (status or {}).get("instances", [])
     if json_out:
-        emit_json({"stack": w.stack, "version": version, "result": "succeeded", "changes": diff.summary,
-                   "seconds": round(took, 3), "lb": lb, "instances": instances})
+        emit_json({"stack": w.stack, "version": version, "result": "failed" if failed else "succeeded",
+                   "changes": diff.summary, "replaced": replaced, "reason": failed, "seconds": round(took, 3),
+                   "lb": lb, "instances": instances})
+    if failed:
+        typer.echo(f"error: version {version} failed: {failed} (the fleet runs as before the handover; "
+                   "see `sculpt history`). To fix: see the instance logs, then run `sculpt up` again", err=True)
+        raise typer.Exit(1)
+    if json_out:
         return
     healthy = sum(1 for i in instances if i.get("healthy"))
     unknown = sum(1 for i in instances if i.get("healthy") is None)
     health = f"{healthy}/{len(instances)} healthy" + (f" ({unknown} unknown)" if unknown else "")
+    handed = f"; handed over {', '.join(replaced)}" if replaced else ""
     typer.echo(f"{w.stack}: version {version} succeeded in {took:.1f}s — {health}, "
-               f"serving on http://{lb.get('address')}")
+               f"serving on http://{lb.get('address')}{handed}")
     for note in (status or {}).get("notes", []):
         typer.echo(f"note: {note}", err=True)
+
+
+def _progress(step: object) -> None:
+    from sculpt.migrate.states import Step
+
+    assert isinstance(step, Step)
+    if step.ended is None:
+        typer.echo(f"  [{step.replica}] {step.state.value} ...", err=True)

@@ -28,13 +28,13 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-__all__ = ["LoadGen", "LoadResult", "rate_shape_from_trace", "verify", "main"]
+__all__ = ["LoadGen", "LoadResult", "RequestRecord", "rate_shape_from_trace", "verify", "main"]
 
 _TRACE_COLUMNS = ("cpu_usage_mhz", "value", "cpu_cores")
 
@@ -66,6 +66,32 @@ class LoadResult:
                 "duration_s": self.duration_s, "achieved_rps": self.achieved_rps, "offered": self.offered,
                 "reads": self.reads, "writes": self.writes, "not_found": self.not_found,
                 "stale_reads": self.stale_reads, "errors": dict(self.errors), "codes": dict(self.codes)}
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One answered (or failed) request, for callers that want the whole timeline (``LoadGen(on_request=)``).
+
+    ``index`` is the request's number in the schedule (a write's value is ``v<seed>-<index>-<key no>``, so it
+    also orders the writes to one key); ``due`` and ``done`` are ``time.perf_counter()`` readings: the
+    scheduled send time and the time the answer (or the error) arrived. ``status`` is 0 on a connection
+    error or timeout, and ``error`` then names the exception type; ``body`` is the answer's body.
+    """
+
+    index: int
+    due: float
+    done: float
+    method: str
+    key: str
+    value: str | None
+    status: int
+    error: str | None
+    body: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        """2xx, or a 404 read (a key nobody wrote yet is an answer, not a failure)."""
+        return self.error is None and (200 <= self.status < 300 or (self.method == "GET" and self.status == 404))
 
 
 def _percentile(sorted_ms: list[float], q: float) -> float:
@@ -187,16 +213,20 @@ class LoadGen:
     """Open-loop load: ``run()`` blocks and returns a :class:`LoadResult`; ``start()``/``stop()`` run it in
     the background (:meth:`wait` lets it finish its schedule). ``rate_shape`` (rps per step, steps spread evenly over ``duration_s``) overrides
     ``rate_rps``. ``concurrency`` worker threads each own a keep-alive connection and a share of the keys.
+    ``on_request``, if given, is called (from the worker threads, so it must be thread-safe) with a
+    :class:`RequestRecord` for every request once it is answered or failed.
     """
 
     def __init__(self, url: str, rate_rps: float, write_ratio: float = 0.5, keys: int = 1000,
                  duration_s: float = 10.0, seed: int = 0, rate_shape: Sequence[float] | None = None,
-                 timeout_s: float = 5.0, concurrency: int = 16) -> None:
+                 timeout_s: float = 5.0, concurrency: int = 16,
+                 on_request: Callable[[RequestRecord], None] | None = None) -> None:
         self.host, self.port = _split(url)
         self.rate_rps, self.write_ratio, self.keys = rate_rps, write_ratio, keys
         self.duration_s, self.seed, self.timeout_s = duration_s, seed, timeout_s
         self.rate_shape = list(rate_shape) if rate_shape else None
         self.concurrency = max(1, concurrency)
+        self.on_request = on_request
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._result: LoadResult | None = None
@@ -237,7 +267,7 @@ class LoadGen:
     def run(self) -> LoadResult:
         rng = random.Random(self.seed)
         offsets = iter_schedule(self.rate_rps, self.duration_s, self.rate_shape)
-        queues: list[queue.SimpleQueue[tuple[float, str, str, str | None] | None]] = [
+        queues: list[queue.SimpleQueue[tuple[int, float, str, str, str | None] | None]] = [
             queue.SimpleQueue() for _ in range(self.concurrency)]
         res = LoadResult()
         lat: list[float] = []
@@ -257,7 +287,7 @@ class LoadGen:
             if delay > 0:
                 if self._stop.wait(delay):
                     break
-            queues[n % self.concurrency].put((t0 + off, "PUT" if value else "GET", key, value))
+            queues[n % self.concurrency].put((i, t0 + off, "PUT" if value else "GET", key, value))
             self._sent = i + 1
         for q in queues:
             q.put(None)
@@ -272,12 +302,12 @@ class LoadGen:
         res.achieved_rps = round(res.requests / elapsed, 1) if elapsed > 0 else 0.0
         return res
 
-    def _worker(self, q: queue.SimpleQueue[tuple[float, str, str, str | None] | None], res: LoadResult,
+    def _worker(self, q: queue.SimpleQueue[tuple[int, float, str, str, str | None] | None], res: LoadResult,
                 lat: list[float], acked: dict[str, str]) -> None:
         conn = _Conn(self.host, self.port, self.timeout_s)
         try:
             while (job := q.get()) is not None:
-                due, method, key, value = job
+                index, due, method, key, value = job
                 path = "/kv/" + quote(key, safe="")
                 had = acked.get(key)  # only this worker writes this key: no race
                 err, status, data = None, 0, b""
@@ -285,7 +315,10 @@ class LoadGen:
                     status, data = conn.request(method, path, value.encode() if value is not None else None)
                 except (OSError, http.client.HTTPException) as e:
                     err = type(e).__name__
-                ms = (time.perf_counter() - due) * 1000.0
+                done = time.perf_counter()
+                ms = (done - due) * 1000.0
+                if self.on_request is not None:
+                    self.on_request(RequestRecord(index, due, done, method, key, value, status, err, data))
                 with self._lock:
                     res.requests += 1
                     lat.append(ms)

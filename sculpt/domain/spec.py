@@ -82,6 +82,10 @@ class LoadBalancer(_Frozen):
     hash_key: str = Field("key", description="query parameter or path segment used by 'hash' routing")
     pause_max_ms: int = Field(2000, ge=0, description="longest a paused LB holds a request before failing it")
     drain_s: float = Field(5.0, ge=0)
+    pause_lease_s: float = Field(
+        10.0, ge=1, le=600,
+        description="longest a morph may keep the LB paused; past it (or once the morph's process is dead) "
+                    "the agent finishes or undoes the handover itself")
 
 
 _ALL_DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

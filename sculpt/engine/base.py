@@ -18,11 +18,17 @@ Op = Literal["create", "update", "replace", "delete", "same"]
 
 @dataclass(frozen=True)
 class SlotChange:
+    """What happens to one slot. ``reason`` says why a ``replace`` needs a new instance (a blue/green
+    handover with state sync); ``kept`` says which shape/region chosen by a morph or the sculptor the slot
+    keeps although the spec names another (``up`` keeps it unless the user changed that field)."""
+
     op: Op
     slot_id: str
     before: Slot | None
     after: Slot | None
     fields: tuple[str, ...] = ()
+    reason: str = ""
+    kept: str = ""
 
     def __str__(self) -> str:
         if self.op == "create" and self.after:
@@ -31,8 +37,14 @@ class SlotChange:
             return f"- {self.slot_id}: {self.before.shape} in {self.before.region}"
         if self.op in ("update", "replace") and self.before and self.after:
             parts = [f"{f}: {getattr(self.before, f)} -> {getattr(self.after, f)}" for f in self.fields]
+            if self.op == "replace":
+                parts.append(f"replace (blue/green: {self.reason})" if self.reason else "replace")
+            if self.kept:
+                parts.append(self.kept)
             mark = "~" if self.op == "update" else "+-"
-            return f"{mark} {self.slot_id}: " + ", ".join(parts)
+            return f"{mark} {self.slot_id}: " + "; ".join(parts)
+        if self.kept:
+            return f"= {self.slot_id}: {self.kept}"
         return f"  {self.slot_id}"
 
 
@@ -53,11 +65,22 @@ class Diff:
     def empty(self) -> bool:
         return all(c.op == "same" for c in self.changes) and not self.spec_changed
 
+    @property
+    def replacements(self) -> dict[str, str]:
+        """Slot id -> why it is replaced by a blue/green handover."""
+        return {c.slot_id: c.reason for c in self.changes if c.op == "replace"}
+
+    @property
+    def kept(self) -> tuple[SlotChange, ...]:
+        """The slots that keep a morph-chosen shape or region."""
+        return tuple(c for c in self.changes if c.kept)
+
     def __str__(self) -> str:
         lines = [str(c) for c in self.changes if c.op != "same"]
         if self.spec_changed:
             lines.append("~ spec: " + ", ".join(self.spec_changed))
-        return "\n".join(lines) if lines else "no changes"
+        kept = [str(c) for c in self.changes if c.op == "same" and c.kept]
+        return "\n".join((lines or ["no changes"]) + kept)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -66,25 +89,89 @@ class Diff:
             "changes": [
                 {"op": c.op, "slot": c.slot_id, "fields": list(c.fields),
                  "before": c.before.model_dump() if c.before else None,
-                 "after": c.after.model_dump() if c.after else None}
+                 "after": c.after.model_dump() if c.after else None,
+                 "reason": c.reason or None, "kept": c.kept or None}
                 for c in self.changes
             ],
             "spec_changed": list(self.spec_changed),
+            "replacements": self.replacements,
+            "kept": [{"slot": c.slot_id, "shape": c.after.shape if c.after else None,
+                      "region": c.after.region if c.after else None, "note": c.kept} for c in self.kept],
         }
 
 
 # Fields whose change needs a new instance (blue/green) rather than a live update.
 REPLACE_FIELDS = ("shape", "region")
+APP_FIELDS = ("command", "env", "health_path")
+"""The app settings an instance is started with: changing one needs a new instance."""
+
+
+def replacements(current: Fleet | None, desired: Fleet, *, live_resize: bool) -> dict[str, str]:
+    """The slots of ``desired`` that must be replaced by a blue/green handover (a new instance, state
+    synced, traffic shifted), with why: the app's command, env or health path changed (every running
+    instance was started with the old ones), the slot's region changed, or its shape changed and the
+    provider cannot resize live. New and removed slots are not replacements.
+
+    >>> from sculpt.domain.spec import parse_spec
+    >>> spec = parse_spec({"fleet": "web", "shape": "std-0.5c-512m", "region": "local-a"})
+    >>> old = Fleet.from_spec(spec)
+    >>> new = Fleet.from_spec(spec.with_changes(shape="std-1c-1024m", app={"env": {"MODE": "fast"}}))
+    >>> replacements(old, new, live_resize=True)
+    {'web-0': 'app.env changed'}
+    >>> replacements(old, Fleet.from_spec(spec.with_changes(shape="std-1c-1024m")), live_resize=False)
+    {'web-0': 'shape changed without live resize'}
+    """
+    if current is None:
+        return {}
+    app = [f"app.{f}" for f in APP_FIELDS
+           if getattr(current.spec.app, f) != getattr(desired.spec.app, f)]
+    before = {s.id: s for s in current.slots}
+    out: dict[str, str] = {}
+    for a in desired.slots:
+        b = before.get(a.id)
+        if b is None:
+            continue
+        why = list(app)
+        if a.region != b.region:
+            why.append("region changed")
+        elif a.shape != b.shape and not live_resize:
+            why.append("shape changed without live resize")
+        if why:
+            out[a.id] = ", ".join(f"{w} changed" if w.startswith("app.") else w for w in why)
+    return out
+
+
+def kept_choice(slot: Slot, spec_shape: str, spec_region: str) -> str:
+    """How ``slot`` differs from the shape and region its spec names: what a morph or the sculptor chose
+    and ``up`` keeps (empty when it runs what the spec says).
+
+    >>> kept_choice(Slot(id="web-0", shape="std-1c-1024m", region="local-a"), "std-0.5c-512m", "local-a")
+    'keeps morph-chosen std-1c-1024m'
+    >>> kept_choice(Slot(id="web-0", shape="std-0.5c-512m", region="local-b"), "std-0.5c-512m", "local-a")
+    'keeps morph-chosen region local-b'
+    """
+    shape, region = slot.shape != spec_shape, slot.region != spec_region
+    if shape and region:
+        return f"keeps morph-chosen {slot.shape} in {slot.region}"
+    if shape:
+        return f"keeps morph-chosen {slot.shape}"
+    if region:
+        return f"keeps morph-chosen region {slot.region}"
+    return ""
 
 
 def diff_fleets(current: Fleet | None, desired: Fleet, *, live_resize: bool = False) -> Diff:
     """Compare two fleets slot by slot.
 
-    A shape change is an ``update`` when the provider can resize live (``live_resize``) and a ``replace``
-    otherwise; a region change is always a ``replace``; weight or colour changes are ``update``s.
+    A slot that needs a new instance (``replacements``: app command/env/health path, region, or a shape
+    change without live resize) is a ``replace`` with its reason; other shape, weight or colour changes
+    are ``update``s. A kept slot whose shape or region differs from the desired spec's says so (``kept``):
+    it keeps what a morph or the sculptor chose.
     """
     before = {s.id: s for s in (current.slots if current else ())}
     after = {s.id: s for s in desired.slots}
+    replace = replacements(current, desired, live_resize=live_resize)
+    shape, region = desired.spec.shape, desired.spec.region
     changes: list[SlotChange] = []
     for sid in sorted(before.keys() | after.keys()):
         b, a = before.get(sid), after.get(sid)
@@ -94,12 +181,13 @@ def diff_fleets(current: Fleet | None, desired: Fleet, *, live_resize: bool = Fa
             changes.append(SlotChange("delete", sid, b, None))
         else:
             fields = tuple(f for f in ("shape", "region", "colour", "weight") if getattr(b, f) != getattr(a, f))
-            if not fields:
-                changes.append(SlotChange("same", sid, b, a))
-            elif "region" in fields or ("shape" in fields and not live_resize):
-                changes.append(SlotChange("replace", sid, b, a, fields))
+            kept = kept_choice(a, shape, region) if a.shape == b.shape and a.region == b.region else ""
+            if sid in replace:
+                changes.append(SlotChange("replace", sid, b, a, fields, replace[sid], kept))
+            elif not fields:
+                changes.append(SlotChange("same", sid, b, a, kept=kept))
             else:
-                changes.append(SlotChange("update", sid, b, a, fields))
+                changes.append(SlotChange("update", sid, b, a, fields, kept=kept))
     spec_changed: tuple[str, ...] = ()
     if current is not None:
         cs, ds = current.spec.model_dump(), desired.spec.model_dump()

@@ -1,26 +1,33 @@
 """The ``local`` stack engine: the desired fleet as numbered versions in the ledger, made real by a provider.
 
-Why it exists: it is the embedded default engine (no cloud, no Pulumi CLI). Every ``up`` appends a version
-before touching anything (result ``pending``), applies it through the provider, then records
-``succeeded`` — or ``failed`` with the reason, after re-applying the last succeeded version so the ledger
-and the running processes agree again. ``rollback(N)`` re-applies version N's fleet as a *new* version
-(kind ``rollback``); ``destroy`` stops everything and records a ``down`` version with no slots, so the
-history stays append-only and ``current()`` says what should run (nothing).
+Why it exists: it is the embedded default engine (no cloud, no Pulumi CLI). One user command (``up``,
+``morph``, ``rollback``, ``down``) is one numbered version, appended before anything is touched (result
+``pending``); each stack update the command makes is a *step* of that version (a blue/green morph makes
+several). The version ends ``succeeded`` — its fleet is then what was applied — or ``failed`` with the
+reason; a plain ``up`` whose step fails re-applies the fleet that ran before, so the ledger and the running
+processes agree again. A version left ``pending`` by a process that died is closed by the next command
+(``sweep_dead``). ``destroy`` stops everything and records a ``down`` version with no slots, so the history
+stays append-only and ``current()`` says what should run (nothing).
 
-All writes hold the ledger lock of the stack, so two ``sculpt up`` cannot interleave.
+All writes hold the ledger lock of the stack, so two commands cannot interleave.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ConfigError, NotFoundError, SculptError
 from sculpt.domain.fleet import Fleet, Slot
-from sculpt.domain.spec import parse_spec
+from sculpt.domain.spec import FleetSpec, parse_spec
 from sculpt.engine.base import Diff, diff_fleets
-from sculpt.ledger import Ledger, Version
+from sculpt.ledger import Ledger, Version, pid_alive
 from sculpt.providers.base import Provider
 
 log = logging.getLogger("sculpt.engine.local")
@@ -53,8 +60,17 @@ def validate_fleet(fleet: Fleet, catalog: Catalog) -> None:
             raise NotFoundError(f"slot {slot.id}: {e.message}", e.fix) from None
 
 
+USER_KINDS = ("up", "morph", "rollback", "down", "requirements")
+
+
 class LocalEngine:
-    """``StackEngine`` over the ledger and a ``Provider`` (the local provider in production)."""
+    """``StackEngine`` over the ledger and a ``Provider`` (the local provider in production).
+
+    A *command* (``sculpt up``, ``morph``, ``rollback``, ``down``) is one user-visible version; every stack
+    update it makes (a blue/green morph makes several: add green, shift, retire) is a *step* of that
+    version. ``current()`` is the fleet the processes should run now: the latest version's last succeeded
+    step, else the latest succeeded version.
+    """
 
     name = "local"
 
@@ -63,6 +79,7 @@ class LocalEngine:
         self.ledger = ledger
         self.catalog = catalog
         self.provider = provider
+        self._open: int | None = None  # the command version this engine writes steps into
 
     # -- reads --------------------------------------------------------------------------------------------
     def preview(self, fleet: Fleet) -> Diff:
@@ -74,70 +91,196 @@ class LocalEngine:
         return self.ledger.versions(self.stack)
 
     def current(self) -> Fleet | None:
-        v = self.ledger.latest_version(self.stack, succeeded_only=True)
-        return fleet_of(v) if v is not None else None
+        got = self.ledger.applied(self.stack)
+        if got is None:
+            return None
+        version, spec, fleet = got
+        return fleet_of(dataclasses.replace(version, spec=spec, fleet=fleet))
 
     def current_version(self) -> int | None:
+        """The user-visible version whose fleet runs: the open command's, else the latest succeeded."""
+        if self._open is not None:
+            return self._open
         v = self.ledger.latest_version(self.stack, succeeded_only=True)
         return v.version if v is not None else None
 
     def previous_succeeded(self) -> int | None:
-        """The succeeded version before the current one (what ``sculpt rollback`` goes back to)."""
-        ok = [v.version for v in self.history() if v.result == "succeeded"]
-        return ok[-2] if len(ok) >= 2 else None
+        """The last succeeded user-visible version before the current one (what ``sculpt rollback`` goes
+        back to); ``down`` versions (no fleet) are skipped."""
+        ok = [v for v in self.history()
+              if v.result == "succeeded" and v.kind in USER_KINDS and v.kind != "down" and v.fleet.get("slots")]
+        return ok[-2].version if len(ok) >= 2 else None
+
+    # -- commands -----------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def command(self, kind: str, message: str, target: Fleet, *, resume: int | None = None,
+                record_spec: FleetSpec | None = None) -> Iterator[Command]:
+        """Run one user-visible command: a pending version now, its stack updates as steps, then
+        ``succeeded`` (the version's fleet becomes what was applied) or ``failed`` with the reason.
+
+        Holds the stack lock throughout. ``resume`` continues the pending version of a dead command
+        (crash recovery) instead of appending one. ``record_spec`` is the spec the version keeps (``up``: the
+        spec file as the user wrote it, which the next ``up`` compares with) instead of the applied one. An
+        exception marks it failed and propagates; ``Command.fail(reason)`` marks it failed without one (a
+        morph that rolled back).
+        """
+        with self.ledger.lock(self.stack, kind):
+            if resume is None:
+                validate_fleet(target, self.catalog)
+                spec = (record_spec or target.spec).model_dump(mode="json")
+                n = self.ledger.append_version(self.stack, spec=spec, fleet=fleet_record(target),
+                                               result="pending", message=message, kind=kind)
+            else:
+                n = resume
+            cmd = Command(n, message, keep_spec=record_spec is not None)
+            outer, self._open = self._open, n
+            try:
+                yield cmd
+            except BaseException as e:
+                self.end(n, "failed", f"{cmd.message} (failed: {_why(e)})")
+                raise
+            else:
+                if cmd.reason is not None:
+                    self.end(n, "failed", f"{cmd.message} (failed: {cmd.reason})")
+                else:
+                    self.end(n, "succeeded", keep_spec=cmd.keep_spec)
+            finally:
+                self._open = outer
+
+    def begin(self, kind: str, message: str, target: Fleet) -> int:
+        """Open a command version by hand (the orchestrator's morphs); close it with ``end``."""
+        validate_fleet(target, self.catalog)
+        n = self.ledger.append_version(self.stack, spec=target.spec.model_dump(mode="json"),
+                                       fleet=fleet_record(target), result="pending", message=message, kind=kind)
+        self._open = n
+        return n
+
+    def reopen(self, version: int | None) -> None:
+        """Write the next steps into ``version`` (a dead command's, during crash recovery)."""
+        self._open = version
+
+    def end(self, version: int, result: str, message: str | None = None, *, keep_spec: bool = False) -> None:
+        """Close a command version once (later calls are no-ops): succeeded takes the applied fleet (and
+        its spec, unless ``keep_spec``)."""
+        row = self.ledger.version(self.stack, version)
+        if row.result != "pending":
+            return
+        if result == "succeeded":
+            got = self.ledger.applied(self.stack)
+            if got is not None and got[0].version == version:
+                self.ledger.update_version(self.stack, version, result="succeeded", fleet=got[2],
+                                           spec=None if keep_spec else got[1], message=message)
+                return
+        self.ledger.update_version(self.stack, version, result=result, message=message)
+        if self._open == version:
+            self._open = None
+
+    def sweep_dead(self, keep: set[int] | frozenset[int] = frozenset()) -> list[int]:
+        """Versions left ``pending`` by a command whose process died — but for ``keep`` (those an unfinished
+        migration will close): marked failed, and the processes are brought back to the applied fleet.
+        Returns them."""
+        done = []
+        for v in self.ledger.pending_versions(self.stack):
+            pid = getattr(v, "pid", None)
+            if v.version in keep or (pid and (pid == os.getpid() or pid_alive(pid))):
+                continue
+            self.ledger.update_version(self.stack, v.version, result="failed",
+                                       message=f"{v.message} (failed: interrupted: the sculpt process that ran "
+                                               f"it (pid {pid}) died)")
+            done.append(v.version)
+        if done and self.provider.running():
+            fleet = self.current()
+            try:
+                with self.ledger.lock(self.stack, "sweep"):
+                    if fleet is None or not fleet.slots:
+                        self.provider.destroy()
+                    else:
+                        self.provider.apply(fleet)
+            except SculptError as e:
+                log.warning("could not bring stack '%s' back to its applied fleet: %s", self.stack, e)
+        return done
 
     # -- writes -------------------------------------------------------------------------------------------
     def up(self, fleet: Fleet, message: str = "", *, kind: str = "up") -> int:
-        """Apply ``fleet`` as a new version; ``kind`` labels who wrote it (``up``, ``morph``, ...).
+        """Apply ``fleet``: a step of the open command, else a command of its own (``kind``).
 
         Re-entrant under the stack lock: an orchestrator holding ``ledger.lock(stack)`` may call it.
+        Returns the user-visible version number.
         """
-        return self._apply(fleet, message or kind, kind=kind)
+        if self._open is not None:
+            return self._step(self._open, fleet, message or kind)
+        with self.command(kind, message or kind, fleet) as cmd:
+            self._step(cmd.version, fleet, message or kind, restore=True)
+        return cmd.version
 
     def rollback(self, version: int, message: str = "") -> int:
+        """Re-apply version N's fleet as it is (no state hand-over: ``sculpt rollback`` morphs instead)."""
         target = self.ledger.version(self.stack, version)
         if target.result != "succeeded":
             raise ConfigError(f"version {version} of stack '{self.stack}' {target.result}; only a succeeded "
                               "version can be re-applied", "pick one marked succeeded in `sculpt history`")
-        return self._apply(fleet_of(target), message or f"rollback to {version}", kind="rollback")
+        return self.up(fleet_of(target), message or f"rollback to {version}", kind="rollback")
 
     def destroy(self) -> None:
         with self.ledger.lock(self.stack, "down"):
             self.provider.destroy()
             last = self.ledger.latest_version(self.stack, succeeded_only=True)
             if last is not None and last.fleet.get("slots"):
-                self.ledger.append_version(self.stack, spec=last.spec, fleet={"slots": []}, result="succeeded",
-                                           message="down", kind="down")
+                n = self.ledger.append_version(self.stack, spec=last.spec, fleet={"slots": []}, result="pending",
+                                               message="down", kind="down")
+                self.ledger.add_step(self.stack, n, spec=last.spec, fleet={"slots": []}, message="down",
+                                     result="succeeded")
+                self.ledger.update_version(self.stack, n, result="succeeded")
 
-    def _apply(self, fleet: Fleet, message: str, *, kind: str) -> int:
+    def _step(self, version: int, fleet: Fleet, message: str, *, restore: bool = False) -> int:
         if fleet.name != self.stack:
             raise ConfigError(f"the fleet is named '{fleet.name}', this engine drives stack '{self.stack}'",
                               "use the engine of that stack")
         validate_fleet(fleet, self.catalog)
-        with self.ledger.lock(self.stack, kind):
-            n = self.ledger.append_version(self.stack, spec=fleet.spec.model_dump(mode="json"),
-                                           fleet=fleet_record(fleet), result="pending", message=message, kind=kind)
+        with self.ledger.lock(self.stack, "apply"):
+            k = self.ledger.add_step(self.stack, version, spec=fleet.spec.model_dump(mode="json"),
+                                     fleet=fleet_record(fleet), message=message, result="pending")
             try:
                 if fleet.slots:
                     self.provider.apply(fleet)
                 else:
                     self.provider.destroy()
             except BaseException as e:
-                reason = e.message if isinstance(e, SculptError) else f"{type(e).__name__}: {e}"
-                self.ledger.set_version_result(self.stack, n, "failed", f"{message} (failed: {reason})")
-                self._restore_last_good(n)
+                self.ledger.set_step_result(self.stack, version, k, "failed", f"{message} (failed: {_why(e)})")
+                if restore:
+                    self.restore_applied(version)
                 raise
-            self.ledger.set_version_result(self.stack, n, "succeeded")
-            return n
+            self.ledger.set_step_result(self.stack, version, k, "succeeded")
+            return version
 
-    def _restore_last_good(self, failed: int) -> None:
-        """After a failed version, make the processes match the last succeeded version again."""
-        last = self.ledger.latest_version(self.stack, succeeded_only=True)
+    def restore_applied(self, failed: int) -> None:
+        """After a failed step, make the processes match the applied fleet again."""
+        fleet = self.current()
         try:
-            if last is None or not last.fleet.get("slots"):
+            if fleet is None or not fleet.slots:
                 self.provider.destroy()
             else:
-                self.provider.apply(fleet_of(last))
+                self.provider.apply(fleet)
         except SculptError as e:
-            log.warning("version %d failed and re-applying version %s failed too: %s", failed,
-                        last.version if last else "-", e)
+            log.warning("version %d failed and re-applying the fleet before it failed too: %s", failed, e)
+
+
+@dataclass
+class Command:
+    """An open command version (see ``LocalEngine.command``)."""
+
+    version: int
+    message: str
+    keep_spec: bool = False
+    reason: str | None = None
+
+    def fail(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, SculptError):
+        return e.message
+    if isinstance(e, KeyboardInterrupt):
+        return str(e) or "interrupted (Ctrl-C)"
+    return f"{type(e).__name__}: {e}"

@@ -44,7 +44,7 @@ from sculpt.domain.errors import ConfigError, NotFoundError, ProviderError
 from sculpt.domain.fleet import Fleet
 from sculpt.domain.spec import FleetSpec
 from sculpt.migrate.orchestrator import Timeouts
-from sculpt.migrate.port import Checkpoint, Instance
+from sculpt.migrate.port import Checkpoint, Instance, VersionPerUpdate
 from sculpt.migrate.transport import fetch_checkpoint, push_restore, switch_readonly
 
 log = logging.getLogger("sculpt.migrate.cloud")
@@ -130,7 +130,7 @@ def cloud_blocker(spec: FleetSpec, *, private_reachable: bool = False) -> str | 
     return None
 
 
-class CloudPlatform:
+class CloudPlatform(VersionPerUpdate):
     """``Platform`` over a cloud ``StackEngine`` with stack outputs (see the module docstring)."""
 
     def __init__(self, engine: Any, *, health: Health | None = None, clock: Clock | None = None,
@@ -171,7 +171,7 @@ class CloudPlatform:
                     "back, which gives the volume back to the previous instance and starts it again")
         return v
 
-    def rollback(self, version: int, message: str) -> int:
+    def rollback(self, version: int, message: str, fleet: Fleet | None = None) -> int:
         """Re-apply ``version``. When that moves the data volume back, wait (bounded) until its holder
         serves again; a holder that does not is logged, not raised: the rollback itself is done."""
         fleet = self.engine.current()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sculpt.domain.errors import ProviderError
 from sculpt.domain.fleet import Fleet
-from sculpt.migrate.port import Checkpoint, Instance
+from sculpt.migrate.port import Checkpoint, Instance, VersionPerUpdate
 
 
 class InvariantBroken(AssertionError):
@@ -68,7 +68,7 @@ def rendezvous_owner(key: str, slot_ids: Sequence[str]) -> str:
     return max(slot_ids, key=lambda s: hashlib.blake2b(f"{s}|{key}".encode(), digest_size=8).digest())
 
 
-class FakePlatform:
+class FakePlatform(VersionPerUpdate):
     """FAKE platform (see module docstring). ``traffic`` writes happen at every port call."""
 
     def __init__(self, fleet: Fleet, *, keyed: bool = False, live_resize: bool = True, seed: int = 0,
@@ -166,7 +166,7 @@ class FakePlatform:
         self._tick()
         return len(self.versions)
 
-    def rollback(self, version: int, message: str) -> int:
+    def rollback(self, version: int, message: str, fleet: Fleet | None = None) -> int:
         fleet, _ = self.versions[version - 1]
         self._reconcile(fleet)
         self.versions.append((fleet, "succeeded"))

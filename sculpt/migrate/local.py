@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ _FIX = "see `sculpt status` and the instance log"
 class LocalPlatform:
     """``Platform`` over a ``LocalEngine`` and its stack's agent (see ``sculpt.migrate.port``)."""
 
-    def __init__(self, engine: Any, state_dir: str | Path, *, auto_resume_s: float = 15.0) -> None:
+    def __init__(self, engine: Any, state_dir: str | Path, *, auto_resume_s: float | None = None) -> None:
         from sculpt.providers.local.client import AgentClient
 
         self.engine = engine
@@ -57,11 +58,24 @@ class LocalPlatform:
 
     def apply(self, fleet: Fleet, message: str) -> int:
         self._rings.clear()
-        return int(self.engine.up(fleet, message))
+        return int(self.engine.up(fleet, message, kind="morph"))
 
-    def rollback(self, version: int, message: str) -> int:
+    def rollback(self, version: int, message: str, fleet: Fleet | None = None) -> int:
         self._rings.clear()
+        if fleet is not None:
+            return int(self.engine.up(fleet, message, kind="morph"))
         return int(self.engine.rollback(version, message))
+
+    def begin_command(self, kind: str, message: str, target: Fleet) -> int | None:
+        return int(self.engine.begin(kind, message, target))
+
+    def reopen_command(self, version: int | None) -> None:
+        self.engine.reopen(version)
+
+    def end_command(self, version: int, result: str, reason: str | None) -> None:
+        row = self.engine.ledger.version(self.stack, version)
+        self.engine.end(version, result, f"{row.message} (failed: {reason})" if result == "failed" and reason
+                        else None)
 
     # -- instances ----------------------------------------------------------------------------------------
     def _rows(self) -> dict[str, dict[str, Any]]:
@@ -93,7 +107,10 @@ class LocalPlatform:
         return 200 <= status < 300
 
     def pause(self) -> None:
-        self.client.pause(auto_resume_s=self.auto_resume_s)
+        """Hold new requests, leased to this process for ``lb.pause_lease_s``: should it die or overrun
+        the lease, the agent finishes or undoes the handover itself (``sculpt.migrate.recovery``)."""
+        lease = self.current()[1].spec.lb.pause_lease_s if self.auto_resume_s is None else self.auto_resume_s
+        self.client.pause(auto_resume_s=lease, owner_pid=os.getpid())
 
     def resume(self) -> None:
         """Release held requests. With no agent running there is no paused LB to release (recovery after

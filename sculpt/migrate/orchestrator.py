@@ -27,6 +27,7 @@ from typing import Any, Literal
 from sculpt.domain.clock import Clock
 from sculpt.domain.errors import ConfigError, ProviderError, SculptError
 from sculpt.domain.fleet import Fleet, Slot
+from sculpt.domain.spec import FleetSpec
 from sculpt.migrate.faults import Crash, Faults, InjectedFault, hits, kill_self
 from sculpt.migrate.port import Platform
 from sculpt.migrate.states import (
@@ -66,9 +67,41 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class MorphRequest:
+    """What to move to. ``shape``/``region``: every slot to that shape/region (``sculpt morph``).
+
+    ``target``: a whole fleet to morph to (``sculpt rollback``, ``sculpt up``): its serving slots are paired
+    in order with the current serving slots (the counts must match), each pair whose shape or region
+    differs — or whose current slot id is in ``replace`` (its app config changed) — is moved, and every
+    new instance runs ``target.spec``. ``command``: the user-visible version already opened for this
+    move (else the morph opens one of kind ``kind``); ``origin`` labels the moves it records.
+    """
+
     shape: str | None = None
     region: str | None = None
     strategy: Strategy = "auto"
+    target: Fleet | None = None
+    replace: tuple[str, ...] = ()
+    command: int | None = None
+    kind: str = "morph"
+    message: str = ""
+    origin: str = "morph"
+
+
+@dataclass(frozen=True)
+class Move:
+    """One replica's move: slot ``blue`` to ``shape`` in ``region`` (``replace``: a new instance is needed)."""
+
+    blue: str
+    shape: str
+    region: str
+    replace: bool = False
+
+    def to_json(self) -> list[object]:
+        return [self.blue, self.shape, self.region, self.replace]
+
+    @staticmethod
+    def from_json(v: list[Any]) -> Move:
+        return Move(str(v[0]), str(v[1]), str(v[2]), bool(v[3]))
 
 
 @dataclass
@@ -85,19 +118,36 @@ class _Ctx:
     paused: bool = False
     readonly: list[str] = field(default_factory=list)
     reached: State = State.PLAN
+    base_fleet: dict[str, Any] | None = None
+    from_shape: str = ""
+    from_region: str = ""
+
+    @property
+    def kind(self) -> str:
+        return "in-place" if self.green == self.blue else "blue-green"
 
     def to_json(self) -> dict[str, Any]:
         return {"replica": self.replica, "base_version": self.base_version, "blue": self.blue,
                 "green": self.green, "shape": self.shape, "region": self.region,
                 "handover": self.handover.to_json() if self.handover else None,
-                "paused": self.paused, "readonly": list(self.readonly), "reached": self.reached.value}
+                "paused": self.paused, "readonly": list(self.readonly), "reached": self.reached.value,
+                "base_fleet": self.base_fleet, "from_shape": self.from_shape, "from_region": self.from_region}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> _Ctx:
         h = d.get("handover")
         return _Ctx(int(d["replica"]), int(d["base_version"]), str(d["blue"]), str(d["green"]), str(d["shape"]),
                     str(d["region"]), Handover.from_json(h) if h else None, bool(d.get("paused")),
-                    list(d.get("readonly") or []), State(d.get("reached", "PLAN")))
+                    list(d.get("readonly") or []), State(d.get("reached", "PLAN")), d.get("base_fleet"),
+                    str(d.get("from_shape", "")), str(d.get("from_region", "")))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM) interrupted a morph: it rolls back, then the command exits 130."""
+
+    def __init__(self, signame: str = "SIGINT") -> None:
+        super().__init__(signame)
+        self.signame = signame
 
 
 def next_slot_ids(fleet_name: str, used: Sequence[str], n: int) -> list[str]:
@@ -132,6 +182,8 @@ def unreachable_faults(faults: Faults, strategy: str) -> list[str]:
 def _reason(e: BaseException) -> str:
     if isinstance(e, SculptError):
         return e.message
+    if isinstance(e, Interrupted):
+        return f"interrupted ({'Ctrl-C' if e.signame == 'SIGINT' else e.signame})"
     if isinstance(e, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
     return f"internal error: {type(e).__name__}: {e}"
@@ -167,32 +219,53 @@ class Orchestrator:
         self._state = State.PLAN
         self._step_no = 0
         self._pause_started: float | None = None
+        self._pause_deadline: float | None = None
+        self._command: int | None = None
+        self._origin = "morph"
 
     # -- public -------------------------------------------------------------------------------------------
     def morph(self, request: MorphRequest) -> MorphReport:
-        """Move the fleet to ``request``'s shape/region. Returns the report (result done / rolled_back /
-        unchanged); raises ``SculptError`` for requests that cannot start (nothing changed then).
+        """Move the fleet to ``request``'s shape/region (or target fleet). Returns the report (result done /
+        rolled_back / unchanged); raises ``SculptError`` for requests that cannot start (nothing changed then).
 
         Holds the stack lock from the first read to the last write, so no ``sculpt up`` interleaves."""
         with self.ledger.lock(self.p.stack, f"morph {self.mid}"):
             return self._morph(request)
+
+    def _plan(self, request: MorphRequest, fleet: Fleet) -> list[Move]:
+        if request.target is None:
+            first = fleet.slots[0]
+            shape = request.shape or first.shape
+            region = request.region or first.region
+            return [Move(s.id, shape, region, s.id in request.replace) for s in fleet.slots
+                    if (s.shape, s.region) != (shape, region) or s.id in request.replace]
+        now = [s for s in fleet.slots if s.weight > 0]
+        want = [s for s in request.target.slots if s.weight > 0]
+        if len(now) != len(want):
+            raise ConfigError(f"the fleet serves {len(now)} replica(s) and the target {len(want)}",
+                              "change replicas.desired with `sculpt up` first")
+        return [Move(a.id, b.shape, b.region, a.id in request.replace) for a, b in zip(now, want, strict=True)
+                if (a.shape, a.region) != (b.shape, b.region) or a.id in request.replace]
 
     def _morph(self, request: MorphRequest) -> MorphReport:
         version, fleet = self.p.current()
         if not fleet.slots:
             raise ConfigError(f"stack '{self.p.stack}' has no instances to morph", "run `sculpt up` first")
         first = fleet.slots[0]
-        shape = request.shape or first.shape
-        region = request.region or first.region
-        todo = [i for i, s in enumerate(fleet.slots) if (s.shape, s.region) != (shape, region)]
-        strategy = self._choose(request.strategy, fleet, todo, region)
+        plan = self._plan(request, fleet)
+        spec = request.target.spec if request.target is not None else fleet.spec
+        kinds = [self._choose(request.strategy, fleet, m) for m in plan]
+        strategy = "blue-green" if "blue-green" in kinds else "in-place"
+        if not plan:
+            strategy = self._choose(request.strategy, fleet, Move(first.id, first.shape, first.region))
+        goal = plan[0] if plan else Move(first.id, request.shape or first.shape, request.region or first.region)
         source = {"shape": first.shape, "region": first.region, "version": version, "replicas": len(fleet.slots)}
-        target = {"shape": shape, "region": region}
+        target = {"shape": goal.shape, "region": goal.region}
         rep = self.report = MorphReport(self.mid, strategy, source, target)
-        if not todo:
+        if not plan:
             rep.result = "unchanged"
             return rep
-        syncer = Syncer(self.p, fleet.spec.app.state_sync, restore_fails=self.faults.restore_fails,
+        syncer = Syncer(self.p, spec.app.state_sync, restore_fails=self.faults.restore_fails,
                         command_timeout_s=self.t.step_s)
         if strategy == "blue-green":
             syncer.check(self.p.keyed_routing(), len(fleet.slots))
@@ -204,26 +277,43 @@ class Orchestrator:
         for unused in unreachable_faults(self.faults, strategy):
             log.warning("fault '%s' never fires in a%s %s morph", unused, "n" if strategy[0] == "i" else "",
                         strategy)
+        self._origin = request.origin
+        self._command = request.command
+        if self._command is None:
+            estimate = fleet.with_slots([s.model_copy(update={"shape": goal.shape, "region": goal.region})
+                                         for s in fleet.slots])
+            what = request.message or f"morph {first.shape}@{first.region} -> {goal.shape}@{goal.region}"
+            self._command = self.p.begin_command(request.kind, what, Fleet(spec=spec, slots=estimate.slots))
         self.ledger.begin_migration(self.mid, self.p.stack, strategy, source, target, State.PLAN.value,
                                     when=self.clock.now())
-        self._run(strategy, todo, shape, region, syncer, start=0)
+        self.ledger.journal(self.mid, State.PLAN.value,
+                            {"plan": [m.to_json() for m in plan], "kinds": kinds, "command": self._command,
+                             "origin": self._origin, "spec": spec.model_dump(mode="json"), "update": True},
+                            when=self.clock.now())
+        self._run(plan, kinds, spec, syncer, start=0)
         return rep
 
     def recover(self, migration: Any) -> MorphReport:
-        """Finish an interrupted migration from its journal: roll forward once traffic reached green,
-        else roll back. Always leaves the load balancer resumed."""
+        """Finish an interrupted migration from its journal: roll forward once ``SHIFT`` was journaled
+        (green may have taken writes: it is authoritative), else roll back. Always leaves the LB resumed."""
         entries = self.ledger.journal_entries(migration.id)
         self.mid = migration.id
         rep = self.report = MorphReport(migration.id, migration.strategy, migration.source, migration.target)
+        plan_data: dict[str, Any] = next((e.data for e in entries if e.data.get("plan") is not None), {})
+        plan = [Move.from_json(m) for m in plan_data.get("plan", [])]
+        kinds = list(plan_data.get("kinds") or [migration.strategy] * len(plan))
+        self._command = plan_data.get("command")
+        self._origin = str(plan_data.get("origin", "morph"))
         last = entries[-1] if entries else None
         state = State(last.state) if last else State.PLAN
         ctx_json = next((e.data["ctx"] for e in reversed(entries) if e.data.get("ctx")), None)
         self._state = state
-        real = [e for e in entries if not e.data.get("update")]
+        real = [e for e in entries if not e.data.get("update") and e.data.get("plan") is None]
         self._step_no = sum(1 for e in real if e.state != State.PLAN.value)
         rep.steps = [Step(State(e.state), e.time, replica=int((e.data.get("ctx") or {}).get("replica", 0)))
                      for e in real if e.state != State.PLAN.value]
         with self.ledger.lock(self.p.stack, f"recover {migration.id}"):
+            self.p.reopen_command(self._command)
             if state is State.DONE:
                 return self._finish("done", None)
             if state is State.ROLLED_BACK:
@@ -236,16 +326,23 @@ class Orchestrator:
                 return self._finish("rolled_back", "controller died before the first step")
             ctx = _Ctx.from_json(ctx_json)
             ctx.paused = True  # we cannot know: resume whatever happens
+            self._revive()
+            if state is State.ROLLBACK:
+                started = next((e for e in entries if e.state == State.ROLLBACK.value and e.data.get("reason")),
+                               None)
+                reason = str((started.data if started else {}).get("reason") or
+                             f"controller died during ROLLBACK (replica {ctx.replica})")
+                self._rollback(ctx, reason, recovered=True)
+                return rep
             reason = f"controller died during {state.value} (replica {ctx.replica})"
-            if migration.strategy == "blue-green" and state is not State.ROLLBACK and committed(state):
-                log.warning("morph %s: %s; traffic had reached green, rolling forward", self.mid, reason)
-                spec_fleet = self.p.current()[1]
-                syncer = Syncer(self.p, spec_fleet.spec.app.state_sync, command_timeout_s=self.t.step_s)
+            if ctx.kind == "blue-green" and committed(state):
+                log.warning("morph %s: %s; the shift was under way, so green holds the writes: rolling forward",
+                            self.mid, reason)
+                spec = self.p.current()[1].spec
+                syncer = Syncer(self.p, spec.app.state_sync, command_timeout_s=self.t.step_s)
                 try:
                     self._finish_replica(ctx, state)
-                    todo = [i for i, s in enumerate(self.p.current()[1].slots)
-                            if (s.shape, s.region) != (ctx.shape, ctx.region)]
-                    self._run("blue-green", todo, ctx.shape, ctx.region, syncer, start=ctx.replica + 1)
+                    self._run(plan, kinds, spec, syncer, start=ctx.replica + 1)
                 except SculptError as e:
                     if rep.result != "running":
                         return rep
@@ -255,13 +352,31 @@ class Orchestrator:
             self._rollback(ctx, reason, recovered=True)
             return rep
 
+    def _revive(self) -> None:
+        """If nothing runs although the applied fleet has slots (the agent and its instances died too, say
+        power was lost), start them again from their data directories before deciding anything."""
+        try:
+            if self.p.instances():
+                return
+            version, fleet = self.p.current()
+        except SculptError:
+            return
+        if fleet.slots:
+            log.warning("morph %s: no instance of stack '%s' runs; starting the applied fleet again", self.mid,
+                        self.p.stack)
+            self.p.apply(fleet, f"morph {self.mid}: restart the fleet after a crash")
+
     # -- strategy -----------------------------------------------------------------------------------------
-    def _choose(self, wanted: str, fleet: Fleet, todo: list[int], region: str) -> str:
+    def _choose(self, wanted: str, fleet: Fleet, move: Move) -> str:
         if wanted not in STRATEGIES:
             raise ConfigError(f"unknown strategy '{wanted}'", f"use one of: {', '.join(STRATEGIES)}")
-        region_change = any(fleet.slots[i].region != region for i in todo)
-        blocker = "the region changes (a live resize cannot move an instance)" if region_change else None
-        if blocker is None:
+        blue = next(s for s in fleet.slots if s.id == move.blue)
+        blocker: str | None
+        if blue.region != move.region:
+            blocker = "the region changes (a live resize cannot move an instance)"
+        elif move.replace:
+            blocker = "the app's command, environment or health path changes (a new instance must run it)"
+        else:
             blocker = self.p.live_resize_blocker()
         if wanted == "in-place":
             if blocker:
@@ -272,24 +387,27 @@ class Orchestrator:
         return "in-place" if blocker is None else "blue-green"
 
     # -- the machine --------------------------------------------------------------------------------------
-    def _run(self, strategy: str, todo: list[int], shape: str, region: str, syncer: Syncer, *,
-             start: int) -> None:
-        """Morph the slots at indexes ``todo``, one replica at a time (replica numbers from ``start``)."""
+    def _run(self, plan: list[Move], kinds: list[str], spec: FleetSpec, syncer: Syncer, *, start: int) -> None:
+        """Move ``plan[start:]``, one replica at a time (replica numbers are plan indexes)."""
         ctx: _Ctx | None = None
         try:
-            ids = [s.id for s in self.p.current()[1].slots]
-            order = [ids[i] for i in todo]
-            for k, blue_id in enumerate(order):
-                n = start + k
+            for n in range(start, len(plan)):
+                mv = plan[n]
                 version, fleet = self.p.current()
-                blue = next(s for s in fleet.slots if s.id == blue_id)
-                if strategy == "in-place":
-                    ctx = _Ctx(n, version, blue.id, blue.id, shape, region)
+                fleet = Fleet(spec=spec, slots=fleet.slots)
+                blue = next((s for s in fleet.slots if s.id == mv.blue), None)
+                if blue is None:
+                    continue  # already moved (recovery)
+                base = fleet.model_dump(mode="json")
+                if kinds[n] == "in-place":
+                    ctx = _Ctx(n, version, blue.id, blue.id, mv.shape, mv.region, base_fleet=base,
+                               from_shape=blue.shape, from_region=blue.region)
                     self._in_place(ctx, fleet, blue)
                 else:
                     used = self._ids_ever_used(fleet)
                     green_id = next_slot_ids(fleet.name, used, 1)[0]
-                    ctx = _Ctx(n, version, blue.id, green_id, shape, region)
+                    ctx = _Ctx(n, version, blue.id, green_id, mv.shape, mv.region, base_fleet=base,
+                               from_shape=blue.shape, from_region=blue.region)
                     self._blue_green(ctx, fleet, blue, syncer)
             self._enter(State.DONE, None, {})
             self._finish("done", None)
@@ -305,7 +423,7 @@ class Orchestrator:
                 except SculptError as again:
                     raise ProviderError(
                         f"morph {self.mid} failed ({reason}) and rolling it back failed too: {again.message}",
-                        "run any sculpt command again: it resumes the rollback from the journal") from None
+                        "run any sculpt command again: it finishes the morph from the journal") from None
             if isinstance(e, KeyboardInterrupt):
                 raise
 
@@ -314,6 +432,7 @@ class Orchestrator:
                                     for s in fleet.slots])
         self._step(State.RESIZE, ctx, lambda: self._apply(resized, f"resize {blue.id} to {ctx.shape}"))
         self._step(State.WAIT_HEALTHY, ctx, lambda: self._wait_healthy(blue.id, ctx.shape))
+        self._moved(ctx)
 
     def _blue_green(self, ctx: _Ctx, fleet: Fleet, blue: Slot, syncer: Syncer) -> None:
         green = Slot(id=ctx.green, shape=ctx.shape, region=ctx.region,
@@ -322,10 +441,6 @@ class Orchestrator:
         after = tuple((ctx.green, w) if sid == blue.id else (sid, w) for sid, w in before)
         ctx.handover = Handover({blue.id: ctx.green}, before, after, self.p.keyed_routing())
         with_green = fleet.with_slots([*fleet.slots, green])
-        shifted = fleet.with_slots([
-            *(s.model_copy(update={"weight": 0}) if s.id == blue.id else s for s in fleet.slots),
-            green.model_copy(update={"weight": blue.weight}),
-        ])
         h = ctx.handover
 
         def provision() -> None:
@@ -333,10 +448,7 @@ class Orchestrator:
             self._apply(with_green, f"add {green.colour} {green.id} ({ctx.shape} in {ctx.region}) at weight 0")
 
         def final_delta() -> None:
-            self.p.pause()
-            ctx.paused = True
-            self._pause_started = self.clock.monotonic()
-            self._journal_ctx(ctx)
+            self._pause(ctx)
             self._wait(lambda: self.p.wait_idle(h.sources(), 0.0), self.t.drain_s, f"requests in flight to {', '.join(h.sources())} did not finish",
                        "raise lb.drain_s in sculpt.yaml")
             self.p.set_readonly(blue.id, True)
@@ -344,25 +456,44 @@ class Orchestrator:
             self._journal_ctx(ctx)
             syncer.final_delta(h)
 
-        def shift() -> None:
-            self._apply(shifted, f"shift traffic {blue.id} -> {green.id}")
-            if self.faults.shift_fails:
-                raise InjectedFault(f"shift {blue.id} -> {green.id} failed after the new weights were applied")
-
         self._step(State.PROVISION_GREEN, ctx, provision)
         self._step(State.WAIT_HEALTHY, ctx, lambda: self._wait_healthy(green.id, ctx.shape))
         self._step(State.SYNC_STATE, ctx, lambda: syncer.presync(h))
         self._step(State.PAUSE_FINAL_DELTA, ctx, final_delta)
-        self._step(State.SHIFT, ctx, shift)
+        self._step(State.SHIFT, ctx, lambda: self._shift(ctx, inject=True))
         self._step(State.RESUME, ctx, lambda: self._resume(ctx))
         self._finish_replica(ctx, State.RESUME, already_entered=True)
 
+    def _shift(self, ctx: _Ctx, *, inject: bool = False) -> None:
+        """Blue's weight to green in one stack update (idempotent: a recovery re-runs it)."""
+        fleet = self.p.current()[1]
+        blue = next((s for s in fleet.slots if s.id == ctx.blue), None)
+        green = next((s for s in fleet.slots if s.id == ctx.green), None)
+        if green is None:
+            raise ProviderError(f"green {ctx.green} is not in the fleet", "see `sculpt status`")
+        if blue is not None and (blue.weight > 0 or green.weight == 0):
+            weight = blue.weight or next((w for sid, w in (ctx.handover.before if ctx.handover else ())
+                                          if sid == ctx.blue), 100)
+            shifted = fleet.with_slots([
+                *(s.model_copy(update={"weight": 0}) if s.id == ctx.blue else s for s in fleet.slots
+                  if s.id != ctx.green),
+                green.model_copy(update={"weight": weight}),
+            ])
+            self._apply(shifted, f"shift traffic {ctx.blue} -> {ctx.green}")
+        if inject and self.faults.shift_fails:
+            raise InjectedFault(f"shift {ctx.blue} -> {ctx.green} failed after the new weights were applied")
+
     def _finish_replica(self, ctx: _Ctx, state: State, already_entered: bool = False) -> None:
-        """RESUME (if needed) → DRAIN_BLUE → RETIRE_BLUE for a replica whose shift is taken."""
-        if not already_entered and state is State.RESUME:
-            self._step(State.RESUME, ctx, lambda: self._resume(ctx))
-        elif not already_entered:
-            self._resume(ctx)  # a crashed controller may have left the LB paused
+        """(SHIFT →) RESUME → DRAIN_BLUE → RETIRE_BLUE for a replica whose shift was requested."""
+        if not already_entered:
+            if state is State.SHIFT:
+                self._step(State.SHIFT, ctx, lambda: self._shift(ctx))
+                state = State.RESUME
+                self._step(State.RESUME, ctx, lambda: self._resume(ctx))
+            elif state is State.RESUME:
+                self._step(State.RESUME, ctx, lambda: self._resume(ctx))
+            else:
+                self._resume(ctx)  # a crashed controller may have left the LB paused
         if state in (State.RESUME, State.DRAIN_BLUE):
             self._step(State.DRAIN_BLUE, ctx,
                        lambda: self._wait(lambda: self.p.wait_idle([ctx.blue], 0.0), self.t.drain_s,
@@ -374,6 +505,19 @@ class Orchestrator:
                 self._apply(fleet.with_slots([s for s in fleet.slots if s.id != ctx.blue]), f"retire {ctx.blue}")
 
         self._step(State.RETIRE_BLUE, ctx, retire)
+        self._moved(ctx)
+
+    def _moved(self, ctx: _Ctx) -> None:
+        """One record of moves: what ``plan``, ``watch`` and ``policy check`` count against the daily cap."""
+        if (ctx.from_shape, ctx.from_region) == (ctx.shape, ctx.region) and ctx.kind == "in-place":
+            return
+        slot = ctx.blue if ctx.kind == "in-place" else f"{ctx.blue}->{ctx.green}"
+        try:
+            self.ledger.record_move(self.p.stack, time=self.clock.now(), origin=self._origin, slot=slot,
+                                    from_shape=ctx.from_shape, from_region=ctx.from_region, to_shape=ctx.shape,
+                                    to_region=ctx.region, version=self._command)
+        except SculptError as e:  # the move is done; a record that cannot be written must not undo it
+            log.warning("could not record the move of %s: %s", slot, e)
 
     # -- steps ------------------------------------------------------------------------------------------
     def _step(self, state: State, ctx: _Ctx, action: Callable[[], object]) -> None:
@@ -422,9 +566,32 @@ class Orchestrator:
     def _apply(self, fleet: Fleet, what: str) -> int:
         fleet = with_spec_of(fleet)
         v = self.p.apply(fleet, f"morph {self.mid}: {what}")
-        if self.report is not None:
+        if self.report is not None and v not in self.report.versions:
             self.report.versions.append(v)
         return v
+
+    def _pause(self, ctx: _Ctx) -> None:
+        """Hold new requests at the LB. The controller keeps the pause for at most ``pause_budget_s`` (its
+        own deadline for every wait under the pause); the platform's lease past that is the agent's."""
+        ctx.paused = True
+        self._journal_ctx(ctx)  # journaled first: a crash right after pausing still resumes
+        self.p.pause()
+        now = self.clock.monotonic()
+        self._pause_started = self._pause_started if self._pause_started is not None else now
+        budget = self.pause_budget_s()
+        self._pause_deadline = now + budget if budget is not None else None
+
+    def pause_budget_s(self) -> float | None:
+        """How long this controller may keep the LB paused: 60 % of the spec's ``lb.pause_lease_s`` on the
+        local engine, whose load balancer holds requests; ``None`` where ``pause`` holds nothing (a cloud
+        LB cannot hold requests, so there is no pause to bound)."""
+        try:
+            spec = self.p.current()[1].spec
+        except SculptError:
+            return None
+        if spec.engine != "local":
+            return None
+        return max(0.5, 0.6 * float(spec.lb.pause_lease_s))
 
     def _resume(self, ctx: _Ctx) -> None:
         self.p.resume()
@@ -433,14 +600,22 @@ class Orchestrator:
             self.report.pause_ms += held
             self.report.pause_ms_max = max(self.report.pause_ms_max, held)
         self._pause_started = None
+        self._pause_deadline = None
         ctx.paused = False
 
     def _wait(self, cond: Callable[[], bool], timeout_s: float, what: str, fix: str) -> None:
         deadline = self.clock.monotonic() + timeout_s
+        paused = self._pause_deadline is not None and self._pause_deadline < deadline
+        if paused:
+            assert self._pause_deadline is not None
+            deadline = self._pause_deadline
         while True:
             if cond():
                 return
             if self.clock.monotonic() >= deadline:
+                if paused:
+                    raise StepTimeout(f"{what} (the load balancer may stay paused", self.pause_budget_s() or 0.0,
+                                      f"{fix}; or raise lb.pause_lease_s)")
                 raise StepTimeout(what, timeout_s, fix)
             self.clock.sleep(self.t.poll_s)
 
@@ -456,42 +631,52 @@ class Orchestrator:
 
     def _ids_ever_used(self, fleet: Fleet) -> list[str]:
         """Slot ids in the fleet and in every version the ledger holds (a reused id would reuse a data dir)."""
-        used = [s.id for s in fleet.slots]
-        for v in self.ledger.versions(self.p.stack):
-            used += [str(s.get("id")) for s in (v.fleet.get("slots") or [])]
-        return used
+        return [s.id for s in fleet.slots] + sorted(self.ledger.slot_ids_ever_used(self.p.stack))
 
     # -- rollback -----------------------------------------------------------------------------------------
     def _rollback(self, ctx: _Ctx, reason: str, recovered: bool = False) -> None:
-        """Re-apply the version this replica started from; blue keeps or resumes serving; green goes."""
+        """Re-apply the fleet this replica started from; blue keeps or resumes serving; green goes.
+
+        Once the shift was requested green may have taken writes: they are copied back to blue first, and
+        if that cannot be done (an instance is unreachable) nothing is undone — the migration stays at its
+        step and the next recovery rolls forward instead (green is authoritative)."""
         rep = self.report
         failed_in = self._last_real_state() if self._state is State.ROLLBACK else self._state
-        self._enter(State.ROLLBACK, ctx, {"reason": reason, "recovered": recovered})
+        h = ctx.handover
+        traffic_reached_green = ctx.kind == "blue-green" and (committed(failed_in) or committed(ctx.reached))
+        if traffic_reached_green and self._state is State.ROLLBACK and \
+                all(s.id != ctx.green for s in self.p.current()[1].slots):
+            traffic_reached_green = False  # an earlier try copied green's writes back and removed green
+        insts = self.p.instances() if h is not None and traffic_reached_green else {}
+        if h is not None and traffic_reached_green and not (ctx.blue in insts and ctx.green in insts):
+            missing = ", ".join(s for s in (ctx.blue, ctx.green) if s not in insts)
+            raise ProviderError(f"cannot roll back morph {self.mid} ({reason}): green may hold writes and "
+                                f"{missing} cannot be reached to copy them back",
+                                "run any sculpt command again: recovery rolls the morph forward")
+        if self._state is not State.ROLLBACK:
+            self._enter(State.ROLLBACK, ctx, {"reason": reason, "recovered": recovered})
+        else:
+            self._enter(State.ROLLBACK, ctx, {"reason": reason, "recovered": recovered, "retry": True})
         log.warning("morph %s rolling back: %s", self.mid, reason)
         try:
-            h = ctx.handover
-            # From RESUME on, green may have taken writes (copying back when it took none is harmless).
-            # Before that, nothing is asked of the instances: a health API that fails (a cloud's 403) must
-            # not stop the re-apply that puts blue back.
-            traffic_reached_green = committed(failed_in) or committed(ctx.reached)
-            insts = self.p.instances() if h is not None and traffic_reached_green else {}
-            if h is not None and traffic_reached_green and ctx.blue in insts and ctx.green in insts:
+            if h is not None and traffic_reached_green:
                 # green took writes: hold traffic, freeze green, hand its keys back before blue serves again.
-                self.p.pause()
-                ctx.paused = True
-                self._pause_started = self._pause_started or self.clock.monotonic()
+                self._pause(ctx)  # again even if we think it is paused: a failed resume may have released it
                 self._wait(lambda: self.p.wait_idle(h.after_ids(), 0.0), self.t.drain_s,
                            f"requests in flight to {ctx.green} did not finish", "raise lb.drain_s in sculpt.yaml")
                 self.p.set_readonly(ctx.green, True)
                 Syncer(self.p, self.p.current()[1].spec.app.state_sync,
                        command_timeout_s=self.t.step_s).reverse(h)
             # Always re-apply: the provider reconciles away a half-started green even if no version says so.
-            v = self.p.rollback(ctx.base_version, f"morph {self.mid} rolled back: {reason}")
-            if rep is not None:
+            base = Fleet.model_validate(ctx.base_fleet) if ctx.base_fleet else None
+            v = self.p.rollback(ctx.base_version, f"morph {self.mid} rolled back: {reason}", fleet=base)
+            if rep is not None and v not in rep.versions:
                 rep.versions.append(v)
             # blue can be read-only only once the pause began (journaled before the switch)
             if (ctx.paused or ctx.readonly or traffic_reached_green) and ctx.blue in self.p.instances():
                 self.p.set_readonly(ctx.blue, False)
+            if hits(self.faults.crash_at, State.ROLLBACK, self._step_no):
+                self.crash()  # crash-at:ROLLBACK: die with the rollback not yet recorded as done
         finally:
             self._resume(ctx)
         self._enter(State.ROLLED_BACK, ctx, {"reason": reason})
@@ -499,12 +684,14 @@ class Orchestrator:
 
     def _last_real_state(self) -> State:
         for e in reversed(self.ledger.journal_entries(self.mid)):
-            if e.state not in (State.ROLLBACK.value, State.ROLLED_BACK.value):
+            if e.state not in (State.ROLLBACK.value, State.ROLLED_BACK.value, State.PLAN.value):
                 return State(e.state)
         return State.PLAN
 
     def _finish(self, result: str, reason: str | None) -> MorphReport:
         self.ledger.end_migration(self.mid, result, reason, when=self.clock.now())
+        if self._command is not None:
+            self.p.end_command(self._command, "succeeded" if result == "done" else "failed", reason)
         rep = self.report
         assert rep is not None
         rep.result = result
@@ -512,4 +699,3 @@ class Orchestrator:
         if rep.steps and rep.steps[-1].ended is None:
             rep.steps[-1].ended = self.clock.now()
         return rep
-

@@ -69,8 +69,22 @@ class Platform(Protocol):
         """Make ``fleet`` real as a new stack version (start new slots healthy, drop removed ones)."""
         ...
 
-    def rollback(self, version: int, message: str) -> int:
-        """Re-apply ``version``'s fleet as a new stack version."""
+    def rollback(self, version: int, message: str, fleet: Fleet | None = None) -> int:
+        """Re-apply ``version``'s fleet (or ``fleet``, the exact fleet a replica started from, where the
+        platform's history is finer than its versions) as a new stack update."""
+        ...
+
+    def begin_command(self, kind: str, message: str, target: Fleet) -> int | None:
+        """Open the user-visible version a morph's stack updates belong to (``None``: the platform keeps
+        one version per update)."""
+        ...
+
+    def reopen_command(self, version: int | None) -> None:
+        """Write the next updates into ``version`` (a dead controller's, during recovery)."""
+        ...
+
+    def end_command(self, version: int, result: str, reason: str | None) -> None:
+        """Close the command version: ``succeeded`` or ``failed`` with ``reason``."""
         ...
 
     def instances(self) -> dict[str, Instance]:
@@ -127,3 +141,17 @@ class Platform(Protocol):
     def instance_url(self, slot_id: str) -> str | None:
         """``http://host:port`` of the slot's instance (for user sync commands)."""
         ...
+
+
+class VersionPerUpdate:
+    """For platforms whose history has one version per stack update (a Pulumi stack): a morph opens no
+    command version of its own, so these are no-ops."""
+
+    def begin_command(self, kind: str, message: str, target: Fleet) -> int | None:
+        return None
+
+    def reopen_command(self, version: int | None) -> None:
+        return None
+
+    def end_command(self, version: int, result: str, reason: str | None) -> None:
+        return None

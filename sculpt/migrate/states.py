@@ -18,8 +18,8 @@ Any state may go to ``ROLLBACK`` and then ``ROLLED_BACK``.
 True
 >>> can_follow(State.SHIFT, State.WAIT_HEALTHY)
 False
->>> committed(State.RESUME)
-True
+>>> committed(State.SHIFT), committed(State.PAUSE_FINAL_DELTA)
+(True, False)
 """
 
 from __future__ import annotations
@@ -81,8 +81,12 @@ def can_follow(nxt: State, prev: State) -> bool:
 
 
 def committed(state: State) -> bool:
-    """True once traffic may have reached green (the shift was taken): recovery then rolls forward."""
-    return state in (State.RESUME, State.DRAIN_BLUE, State.RETIRE_BLUE)
+    """True once the shift was requested: green may take writes from then on (the weights may have moved
+    and a pause may be released by anyone), so green is authoritative and recovery rolls forward.
+
+    ``SHIFT`` is journaled only after the final delta reached green under the pause (blue read-only), so
+    rolling forward from it loses nothing."""
+    return state in (State.SHIFT, State.RESUME, State.DRAIN_BLUE, State.RETIRE_BLUE)
 
 
 def parse_state(name: str) -> State:

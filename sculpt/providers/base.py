@@ -37,3 +37,7 @@ class Provider(Protocol):
 
     def capabilities(self) -> Capabilities:
         ...
+
+    def running(self) -> bool:
+        """Whether anything of the stack runs (an agent answers, locally)."""
+        ...

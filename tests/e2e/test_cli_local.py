@@ -5,71 +5,21 @@ leaving a consistent ledger.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-from typer.testing import CliRunner
 
-from sculpt.cli.main import app
+from tests.e2e.cli_user import Cli, dead
 from tests.helpers import http
 
 pytestmark = pytest.mark.e2e
-
-
-class Cli:
-    """Runs ``sculpt`` verbs in-process against one spec; remembers every pid it saw for the final check."""
-
-    def __init__(self, spec: Path) -> None:
-        self.spec = spec
-        self.runner = CliRunner()
-        self.pids: set[int] = set()
-
-    def __call__(self, *args: str, code: int = 0) -> Any:
-        r = self.runner.invoke(app, [*args, "--spec", str(self.spec)])
-        assert r.exit_code == code, f"sculpt {' '.join(args)} -> {r.exit_code}\n{r.output}\n{r.exception!r}"
-        return r
-
-    def json(self, *args: str, code: int = 0) -> Any:
-        data = json.loads(self(*args, "--json", code=code).stdout)
-        if isinstance(data, dict):
-            self.pids.update(i["pid"] for i in data.get("instances") or [] if i.get("pid"))
-            if data.get("agent_pid"):
-                self.pids.add(data["agent_pid"])
-        return data
-
-    def edit(self, old: str, new: str) -> None:
-        text = self.spec.read_text()
-        assert old in text
-        self.spec.write_text(text.replace(old, new, 1))
-
-
-def dead(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-@pytest.fixture
-def cli(sculpt_home: Path, tmp_path: Path) -> Iterator[Cli]:
-    c = Cli(tmp_path / "proj" / "sculpt.yaml")
-    c("init")
-    yield c
-    c.runner.invoke(app, ["down", "--spec", str(c.spec)])
-    survivors = [p for p in c.pids if not dead(p)]
-    for p in survivors:
-        os.kill(p, signal.SIGKILL)
-    assert survivors == [], f"processes survived `sculpt down`: {survivors}"
 
 
 def cpu_quota_of(pid: int) -> int | None:

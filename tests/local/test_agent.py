@@ -1,8 +1,10 @@
-"""The local agent with real processes: reconcile, enforcement, live resize vs replacement, crash restart,
-one agent per stack, clean shutdown, and the one-line errors for a dying app and a taken LB port.
+"""The local agent with real processes: reconcile, enforcement, live resize (and the refusal to replace a
+running instance), crash restart, one agent per stack, clean shutdown, and the one-line errors for a dying
+app and a taken LB port.
 
-Every test starts a real agent process (``ensure_agent``) running real app processes (the demo app) and
-tears it down in the fixture's finalizer, checking that no process survives.
+Every test starts a real agent process (``ensure_agent``) running real app processes (the demo app) behind
+a real LB process and tears it down in the fixture's finalizer, checking that no process survives. Agent
+death and adoption: ``test_agent_death.py``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +27,12 @@ from sculpt.domain.spec import parse_spec
 from sculpt.providers.local.agent import AgentPaths
 from sculpt.providers.local.cgroups import detect_mode
 from sculpt.providers.local.client import AgentClient, agent_command, ensure_agent
-from tests.helpers import http
+from tests.helpers import gone, http, wait_until
 
 pytestmark = pytest.mark.e2e
 
 CGROUPS = detect_mode() in ("cgroup-v1", "cgroup-v2")
 needs_cgroups = pytest.mark.skipif(not CGROUPS, reason="needs writable cgroups (this machine has none)")
-
-
-def wait_until(pred: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def fleet(replicas: int = 1, shape: str = "std-0.5c-512m", **extra: Any) -> Fleet:
@@ -83,6 +67,8 @@ class Tracked:
 
     def track(self, status: dict[str, Any]) -> dict[str, Any]:
         self.pids.update(i["pid"] for i in status["instances"] if i["pid"])
+        if status.get("lb_pid"):
+            self.pids.add(status["lb_pid"])
         return status
 
 
@@ -134,8 +120,10 @@ def test_shape_change_is_a_live_resize_of_the_same_process(agent: Tracked) -> No
         c.resize("web-9", "std-1c-1024m")
 
 
-def test_without_cgroups_a_shape_change_replaces_the_instance_and_keeps_its_data(
+def test_without_cgroups_a_shape_change_is_refused_before_anything_is_touched(
         agent: Tracked, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replacing the instance would copy a data dir it still writes (issue 11, case 4): the agent refuses,
+    in one line, and the running instance, its data and the other slots stay as they were."""
     monkeypatch.setenv("SCULPT_ENFORCEMENT", "affinity+rlimit")
     c = agent.start()
     assert c.ping()["enforcement"] == "affinity+rlimit" and c.ping()["live_resize"] is False
@@ -143,14 +131,50 @@ def test_without_cgroups_a_shape_change_replaces_the_instance_and_keeps_its_data
     old = st["instances"][0]
     lb = st["lb"]["address"]
     assert http("PUT", f"http://{lb}/kv/colour", b"teal")[0] in (200, 201, 204)
-    new = agent.track(c.apply(fleet(1, shape="std-1c-1024m"), timeout_s=30))["instances"][0]
-    assert new["pid"] != old["pid"] and new["uid"] == "web-0#1" and new["shape"] == "std-1c-1024m"
-    assert gone(old["pid"])
+    # a second slot in the same apply must not be started either: the refusal comes first
+    with pytest.raises(ProviderError) as ei:
+        c.apply(fleet(2, shape="std-1c-1024m"), timeout_s=30)
+    assert str(ei.value) == ("slot web-0: changing its shape to std-1c-1024m needs a blue/green morph on this "
+                             "machine (cgroups are not writable). To fix: run `sculpt up` or `sculpt morph "
+                             "--strategy blue-green`: they hand its state over.")
+    assert ei.value.retryable is False
+    now = agent.track(c.status())["instances"]
+    assert [(i["id"], i["pid"], i["uid"], i["shape"]) for i in now] == [("web-0", old["pid"], "web-0", old["shape"])]
     assert http("GET", f"http://{lb}/kv/colour") == (200, b"teal")
-    affinity = psutil.Process(new["pid"]).cpu_affinity()
+    affinity = psutil.Process(old["pid"]).cpu_affinity()
     assert len(affinity) == min(1, len(os.sched_getaffinity(0)))
     with pytest.raises(ProviderError, match="in-place resize needs writable cgroups. To fix: use --strategy blue-green"):
         c.resize("web-0", "std-0.5c-512m")
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+
+
+def test_an_app_change_keeps_the_running_instance_and_the_config_it_was_started_with(agent: Tracked) -> None:
+    """``app.env``/``command``/``health_path`` changed: the agent leaves the running instance alone (the
+    orchestrator replaces it blue/green with a state handover); a new slot starts with the new app; a restart
+    after a crash uses the instance's own config; the LB checks each backend on its own health path."""
+    c = agent.start()
+    st = agent.track(c.apply(fleet(1, app={"env": {"COLOUR": "teal"}}), timeout_s=30))
+    first = st["instances"][0]
+    assert first["app_current"] is True and _environ(first["pid"])["COLOUR"] == "teal"
+    changed = {"env": {"COLOUR": "plum"}, "health_path": "/metrics"}
+    st = agent.track(c.apply(fleet(2, app=changed), timeout_s=30))
+    kept, new = st["instances"]
+    assert (kept["pid"], kept["uid"], kept["health_path"], kept["app_current"]) == (
+        first["pid"], "web-0", "/healthz", False)
+    assert _environ(kept["pid"])["COLOUR"] == "teal"
+    assert (new["health_path"], new["app_current"]) == ("/metrics", True) and _environ(new["pid"])["COLOUR"] == "plum"
+    assert all(i["healthy"] for i in st["instances"])
+    backends = c.stats()["backends"]
+    assert backends["web-0"]["healthy"] and backends["web-1"]["healthy"]
+    os.kill(kept["pid"], signal.SIGKILL)
+    again = wait_until(lambda: (i := agent.track(c.status())["instances"][0])["restarts"] == 1 and i["healthy"] and i,
+                       what="the restart of the killed instance")
+    assert again["pid"] != kept["pid"] and _environ(again["pid"])["COLOUR"] == "teal"
+    assert again["health_path"] == "/healthz"
 
 
 def test_removed_slots_are_stopped_and_weights_reach_the_lb(agent: Tracked) -> None:
@@ -234,11 +258,11 @@ def test_a_second_agent_for_the_same_stack_refuses(agent: Tracked) -> None:
 def test_shutdown_stops_everything_and_removes_socket_pid_file_and_cgroups(agent: Tracked) -> None:
     c = agent.start()
     st = agent.track(c.apply(fleet(2), timeout_s=30))
-    pids = {i["pid"] for i in st["instances"]} | {st["agent_pid"]}
+    pids = {i["pid"] for i in st["instances"]} | {st["agent_pid"], st["lb_pid"]}
     assert c.shutdown() is True
     assert all(gone(p) for p in pids)
     paths = AgentPaths(agent.state.resolve(), "web")
-    assert not paths.sock.exists() and not paths.pid.exists()
+    assert not paths.sock.exists() and not paths.pid.exists() and not paths.lb_sock.exists()
     if CGROUPS:
         from sculpt.providers.local.cgroups import group_dir_name
 
@@ -248,22 +272,10 @@ def test_shutdown_stops_everything_and_removes_socket_pid_file_and_cgroups(agent
     assert c.shutdown() is False  # nothing left to stop
 
 
-def test_a_new_agent_stops_instances_left_by_a_killed_one(agent: Tracked) -> None:
-    c = agent.start()
-    st = agent.track(c.apply(fleet(1), timeout_s=30))
-    orphan = st["instances"][0]["pid"]
-    os.kill(st["agent_pid"], signal.SIGKILL)
-    wait_until(lambda: gone(st["agent_pid"]), what="the agent to die")
-    assert not gone(orphan)  # its instance outlived it
-    agent.start()
-    wait_until(lambda: gone(orphan), what="the new agent to stop the orphan")
-
-
-def test_leftovers_are_killed_without_waiting_for_whoever_adopted_them_to_reap_them(tmp_path: Path) -> None:
-    """A killed agent's instances are adopted by init, which may reap them late (or, in a container, never):
-    the next agent waits until they are dead, not until they are reaped (it used to wait up to 5 s for
-    each, which could outlast ``ensure_agent``'s start budget). Here the test process is the parent that
-    has not reaped yet."""
+def test_instances_of_no_recorded_slot_are_stopped_without_waiting_for_their_reaper(tmp_path: Path) -> None:
+    """A new agent stops recorded instances that belong to no slot of the last applied fleet. They are not its
+    children: init (or, in a container, nobody) reaps them, so it waits until they are dead, not reaped.
+    Here the test process is the parent that has not reaped yet."""
     import json
 
     from sculpt.providers.local.agent import Agent
@@ -273,13 +285,14 @@ def test_leftovers_are_killed_without_waiting_for_whoever_adopted_them_to_reap_t
         a = Agent(tmp_path / "state", "web", mode="affinity+rlimit")
         a.paths.dir.mkdir(parents=True)
         rec = {"uid": "web-0", "pid": child.pid, "create_time": psutil.Process(child.pid).create_time()}
-        a.paths.state.write_text(json.dumps({"lb_port": None, "instances": [rec]}))
-        a._kill_leftovers()
+        a.paths.state.write_text(json.dumps({"lb_port": None, "fleet": None, "instances": [rec]}))
+        a._adopt()
         assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE  # dead, left to its parent
+        assert a.instances == {} and a.lb is None
     finally:
         child.kill()
         child.wait()
-    assert child.returncode == -signal.SIGKILL
+    assert child.returncode == -signal.SIGTERM
 
 
 def test_the_agent_reads_every_local_catalog_shape_from_its_name() -> None:

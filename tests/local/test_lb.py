@@ -518,3 +518,54 @@ def test_hash_ring_respects_weights() -> None:
     assert {lb.owner(f"key-{i}") for i in range(200)} == {"a"}
     lb.set_backends([])
     assert lb.owner("key-1") is None
+
+
+def test_each_backend_is_checked_on_its_own_health_path(apps: dict[str, int],
+                                                         make_lb: Callable[..., LoadBalancer]) -> None:
+    """Blue (old health path) and green (new one) serve side by side: each is checked on its own path; a
+    backend without one is checked on the LB's."""
+    lb = make_lb([Backend("a", "127.0.0.1", apps["a"], 100, health_path="/metrics"),
+                  Backend("b", "127.0.0.1", apps["b"], 100, health_path="/no-such-path"),
+                  be(apps, "c")], health_path="/healthz", health_interval_s=60)
+    assert (lb.check("a"), lb.check("b"), lb.check("c")) == (True, False, True)
+    assert set(served_by(lb.address, 6)) == {"a", "c"}
+    lb.configure(health_path="/no-such-path")  # the LB's default: only for backends without their own
+    assert (lb.check("a"), lb.check("c")) == (True, False)
+    assert set(served_by(lb.address, 4)) == {"a"}
+
+
+def test_paused_by_says_who_paused_since_when_and_for_how_long(apps: dict[str, int],
+                                                                 make_lb: Callable[..., LoadBalancer]) -> None:
+    lb = make_lb([be(apps, "a")])
+    assert lb.stats()["paused_by"] is None
+    before = time.time()
+    lb.pause(owner_pid=4242, lease_s=10.0)
+    pb = lb.stats()["paused_by"]
+    assert (pb["pid"], pb["lease_s"]) == (4242, 10.0) and before <= pb["since"] <= time.time()
+    status, body, _ = call(lb.address, "GET", "/__lb/stats")
+    assert json.loads(body)["paused_by"] == pb
+    lb.resume()
+    assert lb.stats()["paused"] is False and lb.stats()["paused_by"] is None
+
+
+def test_the_lb_process_keeps_a_pause_past_its_lease(apps: dict[str, int], tmp_path: Path) -> None:
+    """The LB process's own auto-resume is a last resort far past the lease: at the lease it still holds
+    requests (the agent's recovery decides), and a held request still gets 503 after ``pause_max_ms``."""
+    from sculpt.providers.local.lbproc import LAST_RESORT_S, LBServer
+    from sculpt.providers.local.procs import AgentPaths
+
+    lb = LoadBalancer(pause_max_ms=600)
+    lb.set_backends([be(apps, "a")])
+    lb.start()
+    try:
+        srv = LBServer(AgentPaths(tmp_path, "web"), lb, respawn=False)
+        got = srv.dispatch({"op": "pause", "auto_resume_s": 0.2, "owner_pid": 4242})
+        assert got["paused"] is True and got["paused_by"]["lease_s"] == 0.2
+        assert call(lb.address, "GET", "/healthz")[0] == 503   # held 600 ms, three times the lease ...
+        st = lb.stats()
+        assert st["paused"] is True and st["paused_by"]["pid"] == 4242   # ... and still paused
+        assert LAST_RESORT_S >= 30
+        srv.dispatch({"op": "resume"})
+        assert call(lb.address, "GET", "/healthz")[0] == 200
+    finally:
+        lb.stop()

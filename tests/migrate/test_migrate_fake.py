@@ -157,7 +157,8 @@ def test_a_crash_at_any_step_is_recovered_from_the_journal(tmp_path: Path, state
     p._tick()  # clients keep writing while nobody is in charge
     rep = orch(p, led).recover(m)
     assert led.unfinished_migrations("web") == []
-    forward = State(state) in (State.RESUME, State.DRAIN_BLUE, State.RETIRE_BLUE)  # traffic reached green
+    # once SHIFT is journaled green is authoritative: recovery rolls forward
+    forward = State(state) in (State.SHIFT, State.RESUME, State.DRAIN_BLUE, State.RETIRE_BLUE)
     assert rep.result == ("done" if forward else "rolled_back")
     assert {s.shape for s in p.current()[1].slots} == {"std-2c-2048m" if forward else "std-1c-1024m"}
     assert_safe(p)
@@ -220,7 +221,7 @@ def test_a_rollback_that_fails_leaves_the_migration_for_recovery_with_a_one_line
 
     p, led = make(tmp_path)
     real_rollback = p.rollback
-    p.rollback = lambda v, msg: (_ for _ in ()).throw(ProviderError("agent gone", "restart it"))  # type: ignore[method-assign]
+    p.rollback = lambda v, msg, fleet=None: (_ for _ in ()).throw(ProviderError("agent gone", "restart it"))  # type: ignore[method-assign]
     with pytest.raises(ProviderError, match="rolling it back failed too: agent gone.*To fix: run any sculpt"):
         orch(p, led, "restore-fails").morph(MorphRequest(shape="std-2c-2048m", strategy="blue-green"))
     assert not p.paused

@@ -25,8 +25,9 @@ def test_blue_green_steps_form_a_legal_chain_and_rollback_follows_any_of_them() 
     assert can_follow(State.ROLLED_BACK, State.ROLLBACK)
 
 
-def test_only_states_after_the_shift_count_as_committed() -> None:
-    assert [s for s in BLUE_GREEN_STEPS if committed(s)] == [State.RESUME, State.DRAIN_BLUE, State.RETIRE_BLUE]
+def test_the_shift_and_every_state_after_it_count_as_committed() -> None:
+    assert [s for s in BLUE_GREEN_STEPS if committed(s)] == [State.SHIFT, State.RESUME, State.DRAIN_BLUE,
+                                                              State.RETIRE_BLUE]
 
 
 def test_fault_specs_parse_with_states_numbers_and_lists() -> None:

@@ -67,6 +67,14 @@ class Enforcer(Protocol):
         """Limit ``pid`` (just started) to ``limits`` in a group called ``name``."""
         ...
 
+    def adopt(self, pid: int, name: str, limits: Limits) -> None:
+        """Take over ``pid``, started (and limited) by an earlier agent, as group ``name``."""
+        ...
+
+    def dirs(self) -> list[Path]:
+        """The stack's group directories (recorded, so ``sculpt down`` can remove them without an agent)."""
+        ...
+
     def resize(self, name: str, limits: Limits) -> None:
         """Change the limits of a running group (``ProviderError`` where impossible)."""
         ...
@@ -118,6 +126,16 @@ def _write(path: Path, value: str) -> None:
                             "check that the cgroup is writable, or set SCULPT_ENFORCEMENT=affinity+rlimit") from None
 
 
+def remove_dirs(dirs: list[Path]) -> list[Path]:
+    """Remove recorded group directories (and the shared ``sculpt`` parent when empty); return those that
+    are still there (a process still in them)."""
+    for d in dirs:
+        _rmdir_tree(d)
+        with contextlib.suppress(OSError):
+            d.parent.rmdir()
+    return [d for d in dirs if d.is_dir()]
+
+
 def _rmdir_tree(d: Path) -> None:
     """Remove a cgroup directory and its (empty) children, deepest first; ignore busy ones."""
     if not d.is_dir():
@@ -148,6 +166,12 @@ class CgroupV1:
 
     def _dirs(self, name: str) -> tuple[Path, Path]:
         return self.cpu_base / name, self.mem_base / name
+
+    def dirs(self) -> list[Path]:
+        return [self.cpu_base, self.mem_base]
+
+    def adopt(self, pid: int, name: str, limits: Limits) -> None:
+        self.attach(pid, name, limits)  # idempotent: same group, same limits, the pid stays where it is
 
     def attach(self, pid: int, name: str, limits: Limits) -> None:
         cpu, mem = self._dirs(name)
@@ -222,6 +246,12 @@ class CgroupV2:
                 probe.rmdir()
         return {"cpu", "memory"} <= got
 
+    def dirs(self) -> list[Path]:
+        return [self.base]
+
+    def adopt(self, pid: int, name: str, limits: Limits) -> None:
+        self.attach(pid, name, limits)
+
     def attach(self, pid: int, name: str, limits: Limits) -> None:
         d = self.base / name
         d.mkdir(parents=True, exist_ok=True)
@@ -284,6 +314,12 @@ class AffinityRlimit:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             resource.prlimit(pid, resource.RLIMIT_AS, (cap, cap))
         self._limits[name] = limits
+
+    def adopt(self, pid: int, name: str, limits: Limits) -> None:
+        self._limits[name] = limits  # pinned and capped when it started; nothing to redo
+
+    def dirs(self) -> list[Path]:
+        return []
 
     def resize(self, name: str, limits: Limits) -> None:
         raise ProviderError("in-place resize needs writable cgroups", "use --strategy blue-green",

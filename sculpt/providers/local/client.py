@@ -9,30 +9,32 @@ turns an error reply back into the same ``SculptError`` subclass the agent raise
 ``apply(fleet, timeout_s) -> dict``    reconcile to ``fleet`` (see ``Agent.apply``) and wait until every
                                        slot is healthy; returns ``status()``; ``ProviderError`` on failure
 ``status() -> dict``                   ``{"stack", "agent_pid", "live_resize", "enforcement",
-                                       "lb": {"address"}, "instances": [{"id", "uid", "shape", "region",
-                                       "colour", "weight", "healthy", "pid", "address", "cpu_limit",
-                                       "mem_limit_mb", "enforcement", "restarts", "data_dir", "log"}]}``
-``pause()`` / ``resume()``             hold new requests at the LB / release them
+                                       "lb": {"address"}, "lb_pid", "paused_by", "fleet": {"name", "slots"},
+                                       "instances": [{"id", "uid", "shape", "region", "colour", "weight",
+                                       "healthy", "pid", "address", "cpu_limit", "mem_limit_mb",
+                                       "enforcement", "restarts", "data_dir", "log", "health_path",
+                                       "adopted", "app_current"}]}``
+``pause(auto_resume_s, owner_pid)``    hold new requests at the LB; ``auto_resume_s`` is the lease and
+                                       ``owner_pid`` the controller: past the lease, or once the owner is
+                                       dead, the agent runs the recovery (``paused_by`` in ``stats()``)
+``resume()``                           release held requests
 ``resize(slot_id, shape) -> dict``     live resize (cgroups) or ``ProviderError`` "in-place resize needs
                                        writable cgroups. To fix: use --strategy blue-green"
 ``set_weights({slot_id: w}) -> dict``  change LB weights of existing slots; returns ``status()``
 ``stats() -> dict``                    the LB's ``stats()``
-``shutdown(timeout_s)``                stop every instance and the LB; returns when the agent has exited
+``shutdown(timeout_s)``                stop every process of the stack (agent, LB process, instances),
+                                       even with the agent dead or hung (``teardown.stop_stack``)
 =====================================  ==================================================================
 
 ``ensure_agent(state_dir, stack)`` starts the agent (detached, its own session, logging to
-``agents/<stack>.log``) unless one already answers, and returns a client for it.
+``agents/<stack>.log``) unless one already answers — or waits for the one being started (by the LB
+process that restarts a dead agent, say) — and returns a client for it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,11 +43,14 @@ from sculpt.domain import errors as _errors
 from sculpt.domain.catalog import Shape
 from sculpt.domain.errors import ProviderError, SculptError
 from sculpt.domain.fleet import Fleet
-from sculpt.providers.local.agent import AgentPaths, read_pid
-from sculpt.providers.local.instances import tail
+from sculpt.providers.local import procs
+from sculpt.providers.local.procs import AgentPaths, agent_command
+
+__all__ = ["AgentClient", "agent_command", "ensure_agent"]
 
 DEFAULT_TIMEOUT_S = 30.0
 AGENT_START_TIMEOUT_S = 20.0
+AGENT_RESPAWN_WAIT_S = 5.0  # how long a call waits for the agent the LB process is restarting
 
 
 def _raise_remote(err: dict[str, Any]) -> None:
@@ -58,16 +63,6 @@ def _raise_remote(err: dict[str, Any]) -> None:
     raise cls(msg, fix)
 
 
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 class AgentClient:
     """A connection-per-call client of the agent of ``stack`` in ``state_dir``."""
 
@@ -78,14 +73,8 @@ class AgentClient:
     # -- transport ----------------------------------------------------------------------------------------
     def call(self, op: str, wait_s: float = DEFAULT_TIMEOUT_S, **args: Any) -> Any:
         """Send one request and return its ``result`` (or raise the agent's error); ``wait_s`` bounds the wait."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(wait_s)
+        s = self._connect(wait_s)
         try:
-            try:
-                s.connect(str(self.paths.sock))
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise ProviderError(f"no agent is running for stack '{self.stack}'",
-                                    "run `sculpt up` (it starts the agent)") from None
             s.sendall((json.dumps({"op": op, **args}, default=str) + "\n").encode())
             buf = b""
             while not buf.endswith(b"\n"):
@@ -106,6 +95,32 @@ class AgentClient:
         if not resp.get("ok"):
             _raise_remote(resp.get("error") or {})
         return resp.get("result")
+
+    def _connect(self, wait_s: float) -> socket.socket:
+        """A connection to the agent. While the stack's LB process runs and no ``down`` is in progress, an
+        agent that is not there is being restarted by it: wait for that one (a few tenths of a second)."""
+        deadline = time.monotonic() + min(wait_s, AGENT_RESPAWN_WAIT_S)
+        respawning: bool | None = None
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(wait_s)
+            try:
+                s.connect(str(self.paths.sock))
+                return s
+            except (FileNotFoundError, ConnectionRefusedError):
+                s.close()
+            if respawning is None:
+                respawning = self._respawn_expected()
+            if not respawning or time.monotonic() >= deadline:
+                raise ProviderError(f"no agent is running for stack '{self.stack}'",
+                                    "run `sculpt up` (it starts the agent)")
+            time.sleep(0.02)
+
+    def _respawn_expected(self) -> bool:
+        from sculpt.providers.local.teardown import down_in_progress
+
+        lb = procs.load_state(self.paths).get("lb")
+        return procs.alive(lb) and not down_in_progress(self.paths)
 
     def running(self) -> bool:
         """True when an agent answers on the socket."""
@@ -132,10 +147,14 @@ class AgentClient:
     def status(self) -> dict[str, Any]:
         return dict(self.call("status", wait_s=10.0))
 
-    def pause(self, auto_resume_s: float | None = None) -> None:
-        """Hold new requests at the LB (returns once in effect); ``auto_resume_s`` is a safety net that
-        resumes by itself should the caller die while paused."""
-        self.call("pause", wait_s=10.0, auto_resume_s=auto_resume_s)
+    def pause(self, auto_resume_s: float | None = None, owner_pid: int | None = None) -> None:
+        """Hold new requests at the LB (returns once in effect).
+
+        ``auto_resume_s`` is the lease: how long the caller may keep it paused. ``owner_pid`` is the
+        caller's pid (``os.getpid()``): once it is dead, or the lease is over (then the agent SIGKILLs the
+        owner), the agent runs ``python -m sculpt.migrate.recovery``, which finishes or undoes the handover
+        and resumes. The LB resumes by itself only as a last resort, well past the lease."""
+        self.call("pause", wait_s=10.0, auto_resume_s=auto_resume_s, owner_pid=owner_pid)
 
     def resume(self) -> None:
         self.call("resume", wait_s=10.0)
@@ -152,61 +171,50 @@ class AgentClient:
         return dict(self.call("stats", wait_s=10.0))
 
     def shutdown(self, timeout_s: float = 30.0) -> bool:
-        """Ask the agent to stop everything; wait until its process has gone. False if none was running."""
-        pid = read_pid(self.paths)
-        try:
-            res = self.call("shutdown", wait_s=10.0)
-            pid = int(res.get("pid", pid or 0)) or pid
-        except ProviderError:
-            if pid is None or not _pid_alive(pid):
-                return False
-            import signal
+        """Stop every process of the stack — agent, LB process, instances — even when the agent is dead or
+        hung; returns once they have gone. False if nothing was running; ``ProviderError`` (one line) if a
+        process could not be stopped."""
+        from sculpt.providers.local.teardown import stop_stack
 
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while pid and _pid_alive(pid):
-            if time.monotonic() > deadline:
-                raise ProviderError(f"the agent of stack '{self.stack}' (pid {pid}) did not stop within "
-                                    f"{timeout_s:g}s", f"kill {pid}; its log is {self.paths.log}")
-            time.sleep(0.05)
-        return True
+        return stop_stack(self.paths, timeout_s)
 
+    def owned_processes(self) -> list[dict[str, Any]]:
+        """The stack's recorded LB and instance processes that still run (whether or not an agent does)."""
+        from sculpt.providers.local.teardown import recorded
 
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(Exception):
-        proc.wait()
-
-
-def agent_command(state_dir: Path, stack: str) -> list[str]:
-    return [sys.executable, "-m", "sculpt.providers.local.agent", "--state-dir", str(state_dir), "--stack", stack]
+        return recorded(self.paths)
 
 
 def ensure_agent(state_dir: str | Path, stack: str, timeout_s: float = AGENT_START_TIMEOUT_S) -> AgentClient:
-    """Return a client of the stack's agent, starting the agent (detached) if none answers."""
+    """Return a client of the stack's agent, starting the agent (detached) if none answers.
+
+    An agent that is starting already (the LB process restarts a dead one; another command started one)
+    is waited for: ours then exits at once ("already runs") and the other one answers."""
+    from sculpt.providers.local.instances import tail
+
     client = AgentClient(state_dir, stack)
     if client.running():
         return client
     paths = client.paths
-    paths.dir.mkdir(parents=True, exist_ok=True)
-    with open(paths.log, "ab") as logf:
-        logf.write(f"--- sculpt: starting agent for '{stack}' at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
-                   .encode())
-        logf.flush()
-        proc = subprocess.Popen(agent_command(paths.state_dir, stack), stdin=subprocess.DEVNULL, stdout=logf,
-                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                                cwd=str(paths.state_dir))
-    # the agent outlives us; reap it if it exits while we still run (no zombie, no ResourceWarning)
-    threading.Thread(target=_reap, args=(proc,), daemon=True, name=f"reap-agent-{proc.pid}").start()
     deadline = time.monotonic() + timeout_s
+    proc = None
+    exited = 0.0
+    if procs.agent_alive(paths) is None:
+        proc = procs.spawn_detached(agent_command(paths.state_dir, stack), paths.log, cwd=paths.state_dir,
+                                    banner=f"starting agent for '{stack}'")
     while True:
-        if proc.poll() is not None:
-            if client.running():  # another caller started it first
-                return client
+        if client.running():
+            return client
+        if proc is not None and proc.poll() is not None and procs.agent_alive(paths) is None:
+            exited = exited or time.monotonic()
+            if time.monotonic() - exited < 2.0:  # ours lost the flock to one that is writing its pid file
+                time.sleep(0.02)
+                continue
             raise ProviderError(f"the agent for stack '{stack}' exited at once (code {proc.returncode}): "
                                 f"{tail(paths.log, 2)}", f"see {paths.log}")
-        if paths.sock.exists() and client.running():
-            return client
+        if proc is None and procs.agent_alive(paths) is None:  # the one we waited for died: start one
+            proc = procs.spawn_detached(agent_command(paths.state_dir, stack), paths.log, cwd=paths.state_dir,
+                                        banner=f"starting agent for '{stack}'")
         if time.monotonic() > deadline:
             raise ProviderError(f"the agent for stack '{stack}' did not start within {timeout_s:g}s",
                                 f"see {paths.log}")

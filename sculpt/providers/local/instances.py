@@ -8,8 +8,13 @@ Layout under the state directory::
     instances/<stack>/<uid>/        the instance's data dir ({data_dir})
     instances/<stack>/<uid>.log     its stdout and stderr (appended across restarts)
 
-``uid`` is the slot id for the first instance of a slot and ``<slot>#<n>`` for replacements, so a
-replacement never shares a data dir or a load-balancer backend id with the instance it replaces.
+``uid`` is the slot id for the first instance of a slot and ``<slot>#<n>`` when a removed slot id comes
+back within one agent's records, so a new instance never shares a data dir or a load-balancer backend id
+with an earlier one.
+
+An instance started by an earlier agent (killed, then replaced) is *adopted*: ``Instance.proc`` is then an
+:class:`Adopted` handle (pid + create time) instead of a ``Popen``; ``to_record``/``from_record`` are what
+the agent keeps in ``agents/<stack>.json`` to rebuild it.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sculpt.domain.catalog import Shape
 from sculpt.domain.errors import ProviderError
 from sculpt.domain.fleet import Slot
 from sculpt.domain.spec import App
+from sculpt.providers.local import procs
 from sculpt.providers.local.cgroups import Enforcer, Limits
 
 STOP_GRACE_S = 3.0
@@ -96,6 +103,31 @@ def tail(path: Path, lines: int = 3, max_bytes: int = 8192) -> str:
     return " | ".join(kept[-lines:])
 
 
+class Adopted:
+    """A process this agent did not start (an earlier agent did): the part of ``Popen`` the agent uses.
+
+    Its exit code is unknowable (it is not our child): ``poll()`` says -1 once it has gone."""
+
+    def __init__(self, pid: int, created: float | None) -> None:
+        self.pid = pid
+        self.created = created
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not procs.same_process(self.pid, self.created):
+            self.returncode = -1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+
 @dataclass
 class Instance:
     """A running (or crashed, awaiting restart) instance of one slot."""
@@ -110,7 +142,7 @@ class Instance:
     template: list[str] | None
     env: dict[str, str]
     health_path: str
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | Adopted | None = None
     healthy: bool = False
     ever_healthy: bool = False
     started: float = 0.0
@@ -129,6 +161,13 @@ class Instance:
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
+    def adopted(self) -> bool:
+        return isinstance(self.proc, Adopted)
+
+    def same_app(self, app: App) -> bool:
+        """Does ``app`` start processes the way this instance's was started (command, env, health path)?"""
+        return self.template == app.command and self.env == dict(app.env) and self.health_path == app.health_path
+
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
@@ -138,6 +177,36 @@ class Instance:
         last = tail(self.log_path)
         what = f"exited at once with code {code}" if code is not None else "did not become healthy"
         return f"the app of instance {self.uid} ({Path(self.argv[0]).name}) {what}" + (f": {last}" if last else "")
+
+
+def to_record(inst: Instance) -> dict[str, Any]:
+    """What a new agent needs to rebuild (adopt, or restart) this instance: see ``from_record``."""
+    pid = inst.pid if inst.alive() else None
+    created = (inst.proc.created if isinstance(inst.proc, Adopted) else procs.create_time(pid)) if pid else None
+    return {"uid": inst.uid, "slot": inst.slot.model_dump(mode="json"), "shape": inst.shape.model_dump(mode="json"),
+            "port": inst.port, "data_dir": str(inst.data_dir), "log": str(inst.log_path), "argv": list(inst.argv),
+            "template": list(inst.template) if inst.template is not None else None, "env": dict(inst.env),
+            "health_path": inst.health_path, "restarts": inst.restarts,
+            "limits": {"cpu": inst.limits.cpu, "mem_mb": inst.limits.mem_mb},
+            "pid": pid, "create_time": created}
+
+
+def from_record(rec: dict[str, Any]) -> Instance:
+    """The instance a record describes; ``proc`` is an ``Adopted`` handle when its process still runs, else
+    None (the caller restarts it from its data dir)."""
+    shape = Shape.model_validate(rec["shape"])
+    lim = rec.get("limits") or {}
+    limits = Limits(float(lim["cpu"]), int(lim["mem_mb"])) if lim else Limits.of(shape.vcpu, shape.memory_gib)
+    inst = Instance(uid=str(rec["uid"]), slot=Slot.model_validate(rec["slot"]), shape=shape, port=int(rec["port"]),
+                    data_dir=Path(rec["data_dir"]), log_path=Path(rec["log"]), argv=[str(a) for a in rec["argv"]],
+                    template=[str(a) for a in rec["template"]] if rec.get("template") is not None else None,
+                    env={str(k): str(v) for k, v in (rec.get("env") or {}).items()},
+                    health_path=str(rec.get("health_path") or "/healthz"), restarts=int(rec.get("restarts", 0)),
+                    limits=limits)
+    pid, created = rec.get("pid"), rec.get("create_time")
+    if pid and procs.same_process(int(pid), created):
+        inst.proc = Adopted(int(pid), float(created) if created is not None else None)
+    return inst
 
 
 def new_instance(uid: str, slot: Slot, shape: Shape, app: App, root: Path) -> Instance:
@@ -195,9 +264,15 @@ def stop(inst: Instance, enforcer: Enforcer | None = None, grace_s: float = STOP
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait(5)
-    if p is not None:
+    if p is not None and not (isinstance(p, Adopted) and _pid_taken_by_another(p)):
         # reap stragglers the app may have forked into its group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.pid, signal.SIGKILL)
     if enforcer is not None:
         enforcer.release(inst.uid)
+
+
+def _pid_taken_by_another(p: Adopted) -> bool:
+    """The adopted pid now names a different process (reused): never signal its group."""
+    created = procs.create_time(p.pid)
+    return created is not None and p.created is not None and abs(created - p.created) > procs.CREATE_TIME_SLACK_S

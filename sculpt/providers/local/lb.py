@@ -1,8 +1,8 @@
 """The local load balancer: one stable HTTP address in front of a local fleet, with the knobs a morph needs.
 
 Why it exists: a blue/green morph on the embedded local cloud must shift traffic between real processes
-without dropping or double-applying a request. This reverse proxy gives the supervisor (``sculpt agent``)
-and the migration orchestrator exactly the operations the morph protocol names: weighted or consistent-hash
+without dropping or double-applying a request. This reverse proxy (run by a stack in its own process:
+``lbproc.py``) gives the supervisor (``sculpt agent``) and the migration orchestrator exactly the operations the morph protocol names: weighted or consistent-hash
 routing, active health checks, draining of removed backends, and a short *pause* that holds new requests
 (in order) while the final state delta is handed over.
 
@@ -31,12 +31,17 @@ Pause
     ``pause()`` returns once the proxy's loop has switched to holding: every request that arrives after it
     waits in a FIFO queue and is released in arrival order by ``resume()``; a request held longer than
     ``pause_max_ms`` gets 503 (``Retry-After: 1``). Requests already sent to a backend are not held: use
-    ``wait_idle`` to see them finish.
+    ``wait_idle`` to see them finish. ``pause(owner_pid=, lease_s=)`` records who paused and for how long
+    (``paused_by`` in ``stats``); only ``auto_resume_s`` makes the LB resume by itself.
+
+Health
+    ``GET health_path`` per backend — a ``Backend`` may name its own ``health_path`` (blue and green with
+    different paths serve side by side) — on a fresh connection every ``health_interval_s``.
 
 ``GET /__lb/stats`` on the LB's own port returns :meth:`LoadBalancer.stats` as JSON::
 
-    {"address": "127.0.0.1:8000", "routing": "weighted", "paused": false, "requests": 10, "failed": 0,
-     "held": 0, "held_now": 0, "pause_ms_max": 0.0, "in_flight": 0, "health_rounds": 12,
+    {"address": "127.0.0.1:8000", "routing": "weighted", "paused": false, "paused_by": null,
+     "requests": 10, "failed": 0, "held": 0, "held_now": 0, "pause_ms_max": 0.0, "in_flight": 0, "health_rounds": 12,
      "backends": {"a": {"host": "127.0.0.1", "port": 9001, "weight": 100, "active": true, "healthy": true,
                         "requests": 10, "failed": 0, "in_flight": 0}}}
 
@@ -59,6 +64,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -87,6 +93,25 @@ class Backend:
     host: str
     port: int
     weight: int = 100
+    health_path: str | None = None  # this backend's own health check path; None: the LB's ``health_path``
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (0: a free port), or ``ConfigError`` saying why not."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                         socket.IPPROTO_TCP)   # proto set: asyncio then turns Nagle off per connection
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} is in use",
+                              f"stop what listens on {host}:{port} (ss -ltnp) or choose another "
+                              "port (0 picks a free one)") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", "choose another host or port") from None
+    sock.listen(1024)
+    return sock
 
 
 def hash_point(text: str) -> int:
@@ -181,6 +206,7 @@ class LoadBalancer:
         self._inflight: dict[str, int] = {}
         self._paused = False
         self._pause_token = 0
+        self._paused_by: dict[str, Any] | None = None
         self._held: collections.deque[_Held] = collections.deque()
         self._n_requests = self._n_failed = self._n_held = 0
         self._health_rounds = 0
@@ -198,24 +224,15 @@ class LoadBalancer:
         self._now: Callable[[], float] = lambda: 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> tuple[str, int]:
-        """Bind, start the loop thread and the health checker; return the bound (host, port)."""
+    def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Bind, start the loop thread and the health checker; return the bound (host, port).
+
+        ``sock``: an already bound and listening TCP socket to serve on instead (the LB process gets its
+        listener from the agent, so a taken port is the agent's error to report)."""
         if self._thread is not None:
             return self.address
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM,
-                             socket.IPPROTO_TCP)   # proto set: asyncio then turns Nagle off per connection
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as e:
-            sock.close()
-            if e.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {self.port} is in use",
-                                  f"stop what listens on {self.host}:{self.port} (ss -ltnp) or choose another "
-                                  "port (0 picks a free one)") from None
-            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {e.strerror}",
-                              "choose another host or port") from None
-        sock.listen(1024)
+        if sock is None:
+            sock = bind_listener(self.host, self.port)
         sock.setblocking(False)
         self.address = sock.getsockname()[:2]
         ready = threading.Event()
@@ -345,13 +362,37 @@ class LoadBalancer:
         if self._probe_now is not None:
             self._probe_now.set()
 
-    def pause(self, auto_resume_s: float | None = None) -> None:
+    def configure(self, *, routing: str | None = None, hash_key: str | None = None,
+                  pause_max_ms: int | None = None, health_path: str | None = None) -> None:
+        """Change routing, the hash key, the longest hold or the default health path while serving."""
+        if routing is not None and routing not in ("weighted", "hash"):
+            raise ConfigError(f"unknown routing '{routing}'", "use routing='weighted' or routing='hash'")
+
+        def go() -> None:
+            if routing is not None:
+                self.routing = routing
+            if hash_key is not None:
+                self.hash_key = hash_key
+            if pause_max_ms is not None:
+                self.pause_max_ms = pause_max_ms
+            if health_path is not None:
+                self.health_path = health_path
+            if self._probe_now is not None:
+                self._probe_now.set()
+
+        self._call(go)
+
+    def pause(self, auto_resume_s: float | None = None, *, owner_pid: int | None = None,
+              lease_s: float | None = None) -> None:
         """Hold new requests from now on (returns once in effect). ``auto_resume_s``: resume by itself
-        after that long, a safety net should the caller die while paused."""
+        after that long, a safety net should the caller die while paused. ``owner_pid`` and ``lease_s``
+        are recorded as ``paused_by`` in ``stats()`` (who paused, since when, for how long it may): the
+        supervisor acts on them; the LB itself only keeps the ``auto_resume_s`` safety net."""
 
         def go() -> None:
             self._paused = True
             self._pause_token += 1
+            self._paused_by = {"pid": owner_pid, "since": time.time(), "lease_s": lease_s}
             if auto_resume_s is not None and self._loop is not None:
                 token = self._pause_token
 
@@ -369,6 +410,7 @@ class LoadBalancer:
 
     def _resume_now(self) -> None:
         self._paused = False
+        self._paused_by = None
         while self._held and not self._paused:
             entry = self._held.popleft()
             self._release(entry)
@@ -437,6 +479,7 @@ class LoadBalancer:
             inflight = dict(self._inflight)
         return {
             "address": f"{self.address[0]}:{self.address[1]}", "routing": self.routing, "paused": self._paused,
+            "paused_by": dict(self._paused_by) if self._paused_by is not None else None,
             "requests": self._n_requests, "failed": self._n_failed, "held": self._n_held,
             "held_now": len(self._held), "pause_ms_max": round(self._pause_ms_max, 3),
             "in_flight": sum(inflight.values()), "health_rounds": self._health_rounds,
@@ -519,7 +562,7 @@ class LoadBalancer:
         try:
             async with asyncio.timeout(max(0.5, min(2.0, 4 * self.health_interval_s))):
                 r, w = await asyncio.open_connection(b.host, b.port)
-                w.write(f"GET {self.health_path} HTTP/1.1\r\nHost: {b.host}:{b.port}\r\n"
+                w.write(f"GET {b.health_path or self.health_path} HTTP/1.1\r\nHost: {b.host}:{b.port}\r\n"
                         "Connection: close\r\n\r\n".encode("latin-1"))
                 line = await r.readline()
             parts = line.split(b" ", 2)
