@@ -81,13 +81,13 @@ def recover(state_dir: str | Path, stack: str, *, platform: Any = None, ledger: 
             return []
         ledger = Ledger(db)
     try:
+        from sculpt.migrate.local import LocalPlatform
+
         todo = orphaned(ledger, stack)
-        local = platform is None or type(platform).__name__ == "LocalPlatform"
+        local = platform is None or isinstance(platform, LocalPlatform)
         if not todo and not (local and ledger.pending_versions(stack)):
             return []
         if platform is None:
-            from sculpt.migrate.local import LocalPlatform
-
             platform = LocalPlatform.open(state_dir, stack, ledger)
         reports = []
         for m in todo:
@@ -98,7 +98,7 @@ def recover(state_dir: str | Path, stack: str, *, platform: Any = None, ledger: 
                     reports.append(rep)
             except ProviderError as e:
                 log.warning("could not recover morph %s of stack '%s' yet: %s", m.id, stack, e)
-        if local:
+        if isinstance(platform, LocalPlatform):
             swept = platform.engine.sweep_dead(keep=_commands_of_unfinished(ledger, stack))
             for v in swept:
                 log.warning("version %d of stack '%s' was left pending by a sculpt process that died; "
