@@ -191,7 +191,10 @@ def diff_fleets(current: Fleet | None, desired: Fleet, *, live_resize: bool = Fa
     spec_changed: tuple[str, ...] = ()
     if current is not None:
         cs, ds = current.spec.model_dump(), desired.spec.model_dump()
-        spec_changed = tuple(k for k in ds if k not in ("shape", "region") and cs.get(k) != ds.get(k))
+        spec_changed = tuple(k for k in ds if k not in ("shape", "region") and cs.get(k) != ds.get(k)
+                             # a morph to another region swaps home and allowed regions: the same set
+                             and not (k == "regions" and set(current.spec.allowed_regions) ==
+                                      set(desired.spec.allowed_regions)))
     return Diff(desired.name, tuple(changes), spec_changed)
 
 

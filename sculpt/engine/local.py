@@ -161,10 +161,12 @@ class LocalEngine:
 
     def end(self, version: int, result: str, message: str | None = None, *, keep_spec: bool = False) -> None:
         """Close a command version once (later calls are no-ops): succeeded takes the applied fleet (and
-        its spec, unless ``keep_spec``)."""
+        its spec, unless ``keep_spec`` — always for an ``up``, whose version keeps the spec file as the user
+        wrote it: the next ``up`` compares the file with it, whoever closes the version)."""
         row = self.ledger.version(self.stack, version)
         if row.result != "pending":
             return
+        keep_spec = keep_spec or row.kind == "up"
         if result == "succeeded":
             got = self.ledger.applied(self.stack)
             if got is not None and got[0].version == version:

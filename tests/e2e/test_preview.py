@@ -48,3 +48,26 @@ def test_preview_and_up_keep_what_a_morph_chose(cli: Cli, sculpt_home: Path) -> 
         assert led.unfinished_migrations("web") == [] and led.pending_versions("web") == []
     finally:
         led.close()
+
+
+def test_an_up_that_hands_over_records_the_spec_file_so_the_next_up_changes_nothing(cli: Cli) -> None:
+    """up (shape A) → up (shape B) → rollback → morph to the other region → up with a changed env (a blue/green
+    handover, closed by the orchestrator) → preview and up of the unchanged file change nothing. The handover's
+    version keeps the spec file as written, not the step's rewritten spec (a bug found by the chaos bench: the
+    next `up` moved the fleet back to shape B in the home region)."""
+    cli.json("up")
+    cli.edit("shape: std-0.5c-512m", "shape: std-1c-1024m")
+    cli.json("up")
+    assert cli.json("rollback")["rolled_back_to"] == 1
+    assert cli.json("morph", "--region", "local-b")["result"] == "done"
+    assert cli("preview").exit_code == 0  # the swapped home/allowed regions are the same set: no change
+    cli.edit("health_path: /healthz", "health_path: /healthz\n  env: {MODE: fast}")
+    up = cli.json("up")
+    assert up["result"] == "succeeded" and len(up["replaced"]) == 1
+    (moved,) = cli.json("status")["instances"]
+    assert (moved["shape"], moved["region"]) == ("std-0.5c-512m", "local-b")
+    assert cli("preview").exit_code == 0
+    cli.json("up")
+    (still,) = cli.json("status")["instances"]
+    assert (still["id"], still["pid"], still["shape"], still["region"]) == (
+        moved["id"], moved["pid"], "std-0.5c-512m", "local-b")
