@@ -6,6 +6,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -43,3 +44,13 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def write_project(tmp_path: Path, spec: dict[str, Any]) -> Path:
+    """``tmp_path/proj/sculpt.yaml`` holding ``spec``; returns its path."""
+    import yaml
+
+    p = tmp_path / "proj" / "sculpt.yaml"
+    p.parent.mkdir()
+    p.write_text(yaml.safe_dump(spec))
+    return p

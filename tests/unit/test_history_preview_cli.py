@@ -17,6 +17,7 @@ from sculpt.domain.fleet import Slot
 from sculpt.domain.spec import parse_spec
 from sculpt.ledger import Ledger
 from sculpt.providers.local.client import AgentClient
+from tests.helpers import write_project
 
 SPEC: dict[str, Any] = {"fleet": "web", "shape": "std-0.5c-512m", "region": "local-a",
                         "replicas": {"min": 1, "max": 3, "desired": 1}}
@@ -24,10 +25,7 @@ SPEC: dict[str, Any] = {"fleet": "web", "shape": "std-0.5c-512m", "region": "loc
 
 @pytest.fixture
 def project(sculpt_home: Path, tmp_path: Path) -> Path:
-    p = tmp_path / "proj" / "sculpt.yaml"
-    p.parent.mkdir()
-    p.write_text(yaml.safe_dump(SPEC))
-    return p
+    return write_project(tmp_path, SPEC)
 
 
 def _record(led: Ledger, kind: str, spec: dict[str, Any], slots: list[Slot], steps: list[tuple[str, str]],

@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from sculpt.cli.main import app
 from sculpt.decide.decision import REASONS, Why
 from sculpt.domain.plan import Decision
 from sculpt.ledger import DAY_S, Ledger
+from tests.helpers import write_project
 from tests.sculptor.fakes import T0, ConfidentForecast, run, service, spec
 
 SPEC = {"fleet": "web", "shape": "std-0.5c-512m", "region": "local-a", "replicas": {"min": 1, "max": 2, "desired": 2},
@@ -41,10 +41,7 @@ def _rule(results: list[dict[str, object]]) -> dict[str, object]:
 
 @pytest.fixture
 def project(sculpt_home: Path, tmp_path: Path) -> Path:
-    p = tmp_path / "proj" / "sculpt.yaml"
-    p.parent.mkdir()
-    p.write_text(yaml.safe_dump(SPEC))
-    return p
+    return write_project(tmp_path, SPEC)
 
 
 def test_policy_check_counts_the_record_of_moves(project: Path, sculpt_home: Path) -> None:
