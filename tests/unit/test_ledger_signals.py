@@ -105,8 +105,10 @@ def _readline(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
 
 
 def _hammer(db: Path, mode: str, sig: str = "SIGTERM") -> list[str]:
+    # its own session: only the signals this test sends reach it (not one sent to the test runner's
+    # process group by whatever else runs beside it)
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(db), mode, sig], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     problems: list[str] = []
     try:
         assert _readline(proc).strip() == "ready"
