@@ -22,7 +22,7 @@ first-run: $(VENV)/.installed
 	$(PY) scripts/first_run.py
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check sculpt tests stacks policies
