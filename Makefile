@@ -22,7 +22,8 @@ first-run: $(VENV)/.installed
 	$(PY) scripts/first_run.py
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -p no:cacheprovider
+	# two workers, one test file each at a time (files share real processes and ports within themselves)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check sculpt tests stacks policies
