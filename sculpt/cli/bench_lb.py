@@ -4,7 +4,10 @@ Why it exists: the morph protocol puts the LB in every request's path, so its ov
 (targets: < 1 ms added p50, >= 70 % of direct throughput). This starts one demo-app process and one LB
 process (as the agent hosts it: a separate process from the client), then drives each with the same
 closed-loop keep-alive client (one thread, ``selectors``, N connections, raw HTTP/1.1) and compares.
-Benchmarks print figures and write JSON; they assert nothing.
+Each side also gets its CPU per answer (``app_cpu_us``, ``lb_cpu_us``: user + system microseconds in the
+N-connection runs), which other load on a shared machine moves far less than req/s does, and
+``throughput_ratio_paired`` is the median of the round-by-round ratios. Benchmarks print figures and write
+JSON; they assert nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ def closed_loop(host: str, port: int, path: str, connections: int, duration_s: f
                 warmup_s: float = 0.3) -> dict[str, float]:
     """Keep ``connections`` requests outstanding (one per connection) for ``duration_s``.
 
-    Returns ``{"p50_ms", "p99_ms", "rps", "requests", "errors"}``; the warm-up is not counted.
+    Returns ``{"p50_ms", "p99_ms", "rps", "requests", "errors", "answered"}``; the warm-up is not counted
+    (``answered``: every answer, the warm-up's too, for per-request CPU figures).
     """
     import selectors
     import socket
@@ -44,7 +48,7 @@ def closed_loop(host: str, port: int, path: str, connections: int, duration_s: f
     t_start = time.perf_counter()
     t_count = t_start + warmup_s
     t_end = t_count + duration_s
-    counted = 0
+    counted = answered = 0
     try:
         while True:
             now = time.perf_counter()
@@ -65,6 +69,7 @@ def closed_loop(host: str, port: int, path: str, connections: int, duration_s: f
                 if len(buf) < end + 4 + n:
                     continue
                 t = time.perf_counter()
+                answered += 1
                 if buf[9:10] != b"2":
                     errors += 1
                 if t >= t_count:
@@ -82,24 +87,45 @@ def closed_loop(host: str, port: int, path: str, connections: int, duration_s: f
     elapsed = min(time.perf_counter(), t_end) - t_count
     return {"p50_ms": round(lat[len(lat) // 2] * 1000, 4) if lat else float("nan"),
             "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 4) if lat else float("nan"),
-            "rps": round(counted / elapsed, 1), "requests": counted, "errors": errors}
+            "rps": round(counted / elapsed, 1), "requests": counted, "errors": errors, "answered": answered}
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 when unknown or gone)."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(t.user + t.system)
 
 
 def _compare(app_port: int, lb_port: int, path: str, connections: int, duration_s: float,
-             rounds: int = 1) -> dict[str, object]:
+             rounds: int = 1, pids: dict[str, int] | None = None) -> dict[str, object]:
     """Latency at 1 connection and throughput at ``connections``, direct and through the LB.
 
     Direct and LB runs alternate for ``rounds`` rounds and each figure is the median over rounds, so a
-    burst of load from something else on the machine hits both sides alike.
+    burst of load from something else on the machine hits both sides alike. With ``pids`` (``app``, ``lb``)
+    the throughput runs also measure each process's CPU per answer, a figure that other load on the
+    machine moves much less than req/s.
     """
     import statistics
 
+    pids = pids or {}
     runs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {"direct": [], "lb": []}
+    cpu: dict[str, list[dict[str, float]]] = {"direct": [], "lb": []}
     for r in range(rounds):
         for name, port in (("direct", app_port), ("lb", lb_port)):
             typer.echo(f"measuring {name} GET {path} (round {r + 1}/{rounds}) ...", err=True)
-            runs[name].append((closed_loop("127.0.0.1", port, path, 1, duration_s),
-                               closed_loop("127.0.0.1", port, path, connections, duration_s)))
+            lat = closed_loop("127.0.0.1", port, path, 1, duration_s)
+            before = {k: _cpu_s(pids.get(k)) for k in ("app", "lb")}
+            thr = closed_loop("127.0.0.1", port, path, connections, duration_s)
+            n = max(1.0, thr["answered"])
+            cpu[name].append({k: (_cpu_s(pids.get(k)) - before[k]) / n * 1e6 for k in ("app", "lb")})
+            runs[name].append((lat, thr))
     out: dict[str, object] = {"path": path, "connections": connections, "duration_s": duration_s,
                               "rounds": rounds}
     for name, rs in runs.items():
@@ -110,10 +136,17 @@ def _compare(app_port: int, lb_port: int, path: str, connections: int, duration_
                      "errors": int(sum(lat["errors"] + thr["errors"] for lat, thr in rs))}
     direct, lb = out["direct"], out["lb"]
     assert isinstance(direct, dict) and isinstance(lb, dict)
+    if pids:   # CPU microseconds per answer: the app's on both sides, the LB's through it
+        direct["app_cpu_us"] = round(statistics.median(c["app"] for c in cpu["direct"]), 1)
+        lb["app_cpu_us"] = round(statistics.median(c["app"] for c in cpu["lb"]), 1)
+        lb["lb_cpu_us"] = round(statistics.median(c["lb"] for c in cpu["lb"]), 1)
+    pairs = [lb_thr["rps"] / d_thr["rps"] for (_, d_thr), (_, lb_thr) in zip(runs["direct"], runs["lb"], strict=True)
+             if d_thr["rps"]]
     added_p50_ms: float = round(lb["p50_ms"] - direct["p50_ms"], 4)
     throughput_ratio: float = round(lb["rps"] / direct["rps"], 3) if direct["rps"] else 0.0
     out["added_p50_ms"] = added_p50_ms
     out["throughput_ratio"] = throughput_ratio
+    out["throughput_ratio_paired"] = round(statistics.median(pairs), 3) if pairs else 0.0   # round by round
     out["targets_met"] = added_p50_ms < 1.0 and throughput_ratio >= 0.7
     return out
 
@@ -155,9 +188,10 @@ def run_bench(duration_s: float, connections: int, path: str, work_path: str | N
             c.request("PUT", "/kv/bench", body=b"x" * 100)
             c.getresponse().read()
             c.close()
-            out = _compare(app_port, lb_port, path, connections, duration_s, rounds)
+            pids = {"app": procs[0].pid, "lb": procs[1].pid}
+            out = _compare(app_port, lb_port, path, connections, duration_s, rounds, pids)
             if work_path:
-                out["with_work"] = _compare(app_port, lb_port, work_path, connections, duration_s, rounds)
+                out["with_work"] = _compare(app_port, lb_port, work_path, connections, duration_s, rounds, pids)
             # other work on the machine skews both sides: say how busy it was
             out["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2),
                                   "cores": os.cpu_count()}
@@ -204,4 +238,8 @@ def bench_lb(
             r = part[name]
             typer.echo(f"  {name:6} {r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f} {r['rps']:>10.0f}")
         typer.echo(f"  added p50 {part['added_p50_ms']:.3f} ms (target < 1), throughput ratio "
-                   f"{part['throughput_ratio']:.2f} (target >= 0.70): {'met' if part['targets_met'] else 'NOT met'}")
+                   f"{part['throughput_ratio']:.2f} (target >= 0.70): {'met' if part['targets_met'] else 'NOT met'}"
+                   f"; round by round {part['throughput_ratio_paired']:.2f}")
+        if "lb_cpu_us" in part["lb"]:
+            typer.echo(f"  CPU per answer: app {part['direct']['app_cpu_us']:.0f} us direct; through the LB "
+                       f"app {part['lb']['app_cpu_us']:.0f} us + LB {part['lb']['lb_cpu_us']:.0f} us")

@@ -7,7 +7,10 @@ when there is one, and runs the same pure decision as ``sculpt watch``. With lit
 so and holds (confidence 0).
 
 Exit codes: 0 when the plan is allowed (with or without a change), 2 when a mandatory policy rule blocks
-it, 1 for errors. ``--json`` prints ``Plan.to_json()``: ``{"stack", "decision", "actions", "reason",
+it, 3 when no usable metric was read — the fleet runs but the source is down, refused, answered garbage or
+NaN for every instance, or ``--source`` names a metric source and no fleet runs for it to read: the plan is
+a hold made on nothing, so a CI gate must not pass it — and 1 for errors. With the default ``--source
+local`` and no running fleet the plan says the fleet is not running and exits 0 (or 2). ``--json`` prints ``Plan.to_json()``: ``{"stack", "decision", "actions", "reason",
 "expected_monthly_delta_usd", "confidence", "risk", "urgent", "distribution": {shape: p}, "policy":
 [{"rule", "level", "passed", "message"}]}``; ``--markdown`` prints a pull-request comment.
 """
@@ -34,7 +37,7 @@ def command(
     sample_s: Annotated[float, typer.Option("--sample", min=0, help="seconds between the two readings that "
                                                                     "measure rates (CPU, rps)")] = 1.0,
 ) -> None:
-    """Print the next plan for the fleet; exit 2 when policy blocks it."""
+    """Print the next plan for the fleet; exit 2 when policy blocks it, 3 when no usable metrics were read."""
     import time
 
     from sculpt.app.sculptor import open_service
@@ -45,14 +48,20 @@ def command(
         svc = opened.service
         for note in opened.notes:
             typer.echo(f"note: {note}", err=True)
+        unmeasured: list[str] | None = None  # the tick's warnings when the running fleet gave no reading
         if svc.port.view.slots():
             svc.prime()
             time.sleep(sample_s)
-            plan = svc.tick().plan
+            report = svc.tick()
+            plan = report.plan
+            if not report.instances:
+                unmeasured = list(report.warnings)
         else:
             plan = svc.plan()
             plan = plan.model_copy(update={"reason": f"{plan.reason} (the fleet is not running: `sculpt up` "
                                            "starts it)"}) if plan.confidence == 0 else plan
+            if source.partition("=")[0] != "local":  # a metric source was named, and it had nothing to read
+                unmeasured = [f"the fleet is not running, so --source {source} had no instance to read"]
     finally:
         opened.close()
     if json_out:
@@ -63,3 +72,16 @@ def command(
         typer.echo(str(plan))
     if not plan.allowed:
         raise typer.Exit(2)
+    if unmeasured is not None:
+        no_metrics_exit(unmeasured, source)
+
+
+def no_metrics_exit(warnings: list[str], source: str) -> None:
+    """Exit 3 with one ``warning:`` line: nothing usable was measured, so the plan is not a verdict."""
+    why = f" ({warnings[0]})" if warnings else ""
+    typer.echo(f"warning: no usable metrics were read from --source {source}{why}; exit 3 (check the source)",
+               err=True)
+    raise typer.Exit(NO_METRICS_EXIT)
+
+
+NO_METRICS_EXIT = 3

@@ -17,38 +17,74 @@ from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, emit_json
 
 app = typer.Typer(help="Check a fleet or a plan against sculpt.yaml's policy.", no_args_is_help=True)
 
+MAX_PLAN_BYTES = 1_000_000  # `sculpt plan --json` prints a few kB
+
 PlanOpt = Annotated[Path | None, typer.Option("--plan", help="a plan as `sculpt plan --json` prints it")]
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``/``Infinity`` are not JSON; a plan that has them was not written by ``sculpt plan --json``."""
+    raise ValueError(name)
 
 
 def _read_plan(path: Path) -> dict[str, Any]:
     import json
 
-    from sculpt.domain.errors import ConfigError, NotFoundError
+    from sculpt.domain.errors import ConfigError
+    from sculpt.domain.files import read_bounded
 
-    if not path.exists():
-        raise NotFoundError(f"no plan file at {path}", "write one with `sculpt plan --json > plan.json`")
+    fix = "pass the output of `sculpt plan --json`"
+    raw = read_bounded(path, "the plan file", MAX_PLAN_BYTES, fix=fix, too_large_fix=fix,
+                       missing_fix="write one with `sculpt plan --json > plan.json`")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ConfigError(f"{path} is not JSON", "pass the output of `sculpt plan --json`") from None
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ConfigError(f"{path} is not JSON", fix) from None
     if not isinstance(data, dict) or not isinstance(data.get("actions", []), list):
         raise ConfigError(f"{path} is not a plan (expected an object with an 'actions' list)",
                           "pass the output of `sculpt plan --json`")
     return data
 
 
-def fleet_after(fleet: Any, actions: list[dict[str, Any]]) -> Any:
+def parse_actions(raw_actions: list[Any], source: str = "the plan") -> list[Any]:
+    """The plan's ``actions`` as ``Action``s; the first bad one is a one-line ``ConfigError`` naming its index
+    and field (a hand-edited plan with an action missing ``kind`` must not print a pydantic traceback)."""
+    from pydantic import ValidationError
+
+    from sculpt.domain.errors import ConfigError
+    from sculpt.domain.plan import Action
+    from sculpt.domain.spec import MAX_REPLICAS
+
+    fix = "pass the output of `sculpt plan --json` (actions have 'kind': resize, move or scale)"
+    out = []
+    for i, raw in enumerate(raw_actions):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: action {i} is not an object", fix)
+        try:
+            a = Action.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err.get("loc", ())) or "(the action)"
+            field = "".join(c if c.isprintable() else "?" for c in field)[:80]
+            detail = " is required" if err.get("type") == "missing" else f": {err.get('msg', 'invalid')}"
+            raise ConfigError(f"{source}: action {i}: field '{field}'{detail}", fix) from None
+        if a.kind == "scale" and a.replicas is not None and not 0 <= a.replicas <= MAX_REPLICAS:
+            raise ConfigError(f"{source}: action {i}: field 'replicas' is {a.replicas}, not 0..{MAX_REPLICAS}", fix)
+        out.append(a)
+    return out
+
+
+def fleet_after(fleet: Any, actions: list[dict[str, Any]], source: str = "the plan") -> Any:
     """The fleet after a plan's actions (``resize``/``move`` a slot, or ``scale`` to a replica count)."""
     from sculpt.domain.fleet import Slot
-    from sculpt.domain.plan import Action
+    from sculpt.domain.spec import MAX_REPLICAS
 
     slots = list(fleet.slots)
-    for raw in actions:
-        a = Action.model_validate(raw)
+    for a in parse_actions(actions, source):
         if a.kind == "scale" and a.replicas is not None:
             template = slots[0] if slots else Slot(id="", shape=fleet.spec.shape, region=fleet.spec.region)
             taken = {s.id for s in slots}
-            fresh = (f"{fleet.name}-{i}" for i in range(10_000) if f"{fleet.name}-{i}" not in taken)
+            fresh = (f"{fleet.name}-{i}" for i in range(2 * MAX_REPLICAS + 1) if f"{fleet.name}-{i}" not in taken)
             slots = slots[:a.replicas] + [template.model_copy(update={"id": next(fresh)})
                                           for _ in range(a.replicas - len(slots))]
         elif a.kind in ("resize", "move"):
@@ -74,10 +110,11 @@ def _migrations_last_day(spec_path: Path, stack: str, now: float) -> int:
 
 def check(spec_path: Path, plan_path: Path | None, now: float) -> list[Any]:
     """The rule results for the spec's fleet, or for the fleet after the plan in ``plan_path``."""
-    from sculpt.catalog import load_catalog
+    from sculpt.app.wiring import catalog_for
     from sculpt.domain.errors import ConfigError
     from sculpt.domain.fleet import Fleet
-    from sculpt.domain.spec import load_spec
+    from sculpt.domain.spec import check_regions, load_spec
+    from sculpt.ledger import state_dir
     from sculpt.rules import RuleContext, evaluate
 
     spec = load_spec(spec_path)
@@ -86,11 +123,13 @@ def check(spec_path: Path, plan_path: Path | None, now: float) -> list[Any]:
     if plan_path is not None:
         plan = _read_plan(plan_path)
         if plan.get("stack", spec.fleet) != spec.fleet:
-            raise ConfigError(f"the plan is for stack '{plan['stack']}', the spec for '{spec.fleet}'",
+            raise ConfigError(f"the plan is for stack {str(plan['stack'])[:60]!r}, the spec for '{spec.fleet}'",
                               "pass the spec the plan was made from")
-        fleet = fleet_after(fleet, plan.get("actions", []))
+        fleet = fleet_after(fleet, plan.get("actions", []), str(plan_path))
         is_change = bool(plan.get("actions"))
-    catalog = load_catalog(spec.provider)
+    # the stack's catalog (catalog_file, or the one `sculpt catalog refresh` wrote): the regions it offers
+    catalog = catalog_for(spec, state_dir(spec_path), Path(spec_path).resolve().parent)
+    check_regions(spec, catalog.regions(), str(spec_path))
     ctx = RuleContext(
         spec=spec, fleet=fleet, hourly_cost=sum(catalog.price(s.shape, s.region) for s in fleet.slots),
         families={name: shape.family for name, shape in catalog.shapes().items()},

@@ -6,6 +6,7 @@
     ├── PermanentError          retrying will not help
     │   ├── ConfigError         bad sculpt.yaml, bad flag, unknown shape/region/provider
     │   ├── NotFoundError       no such stack, version, migration, trace file
+    │   ├── LedgerError         the ledger file cannot be opened, read or written (damaged, full disk, ...)
     │   └── PolicyViolation     exit 2: a policy rule blocks the plan
     └── TemporaryError          retrying later may help
         ├── LockedError         another writer holds the stack lock
@@ -51,6 +52,11 @@ class ConfigError(PermanentError):
 
 class NotFoundError(PermanentError):
     """A named thing (stack, version, migration, file) does not exist."""
+
+
+class LedgerError(PermanentError):
+    """The ledger file is damaged, unreadable or unwritable; the message names the file, the fix says how to
+    recover (restore a backup, ``sculpt ledger check``, free space, make the directory writable)."""
 
 
 class PolicyViolation(PermanentError):

@@ -25,7 +25,7 @@ from typing import Any
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ConfigError, NotFoundError, SculptError
 from sculpt.domain.fleet import Fleet, Slot
-from sculpt.domain.spec import FleetSpec, parse_spec
+from sculpt.domain.spec import FleetSpec, parse_stored_spec
 from sculpt.engine.base import Diff, diff_fleets
 from sculpt.ledger import Ledger, Version, pid_alive
 from sculpt.providers.base import Provider
@@ -42,7 +42,7 @@ def fleet_record(fleet: Fleet) -> dict[str, Any]:
 
 def fleet_of(version: Version) -> Fleet:
     """Rebuild the ``Fleet`` a version recorded."""
-    spec = parse_spec(version.spec, f"version {version.version} of stack '{version.stack}'")
+    spec = parse_stored_spec(version.spec, f"version {version.version} of stack '{version.stack}'")
     return Fleet(spec=spec, slots=tuple(Slot.model_validate(s) for s in version.fleet.get("slots", [])))
 
 

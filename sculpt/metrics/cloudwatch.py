@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sculpt.domain.errors import ProviderError
+from sculpt.domain.errors import ConfigError, ProviderError
 from sculpt.metrics.base import Sample
 
 MAX_QUERIES = 500  # GetMetricData's limit per call
@@ -38,14 +38,30 @@ EC2_METRICS: tuple[Metric, ...] = (
 
 
 def make_client(service: str, region: str, endpoint_url: str | None = None) -> Any:
-    """A boto3 client with adaptive retries (throttling backs off instead of failing)."""
-    import boto3
-    from botocore.config import Config
+    """A boto3 client with adaptive retries (throttling backs off instead of failing). A bad region name or
+    endpoint, or boto3 missing, is a one-line ``ConfigError``."""
+    try:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        raise ConfigError(f"the {service} source needs boto3, which is not installed",
+                          "install sculpt[aws], or use --source local or prometheus=URL") from None
 
     cfg = Config(retries={"max_attempts": 10, "mode": "adaptive"}, connect_timeout=10, read_timeout=30)
-    # boto3-stubs types client() only for literal service names; this factory takes any service
-    return boto3.session.Session().client(  # type: ignore[call-overload]
-        service, region_name=region, endpoint_url=endpoint_url, config=cfg)
+    try:
+        # boto3-stubs types client() only for literal service names; this factory takes any service
+        return boto3.session.Session().client(  # type: ignore[call-overload]
+            service, region_name=region, endpoint_url=endpoint_url, config=cfg)
+    except (BotoCoreError, ValueError) as e:  # InvalidRegionError, a malformed endpoint URL
+        raise ConfigError(f"cannot make a {service} client for region '{region}': {_one_line(e)}",
+                          "pass a valid AWS region (e.g. --source cloudwatch=us-east-1) and endpoint") from None
+
+
+def _one_line(e: BaseException, limit: int = 240) -> str:
+    """An SDK exception's text on one line (botocore messages may carry newlines), cut at ``limit``."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -80,10 +96,17 @@ class CloudWatchSource:
         t1 = datetime.fromtimestamp(end, UTC)
         for batch in _chunks(self.queries(instances, step), MAX_QUERIES):
             for result in self._results(batch, t0, t1):
-                i, j = (int(x) for x in result["Id"][1:].split("_"))
-                per_time = points[instances[i]]
-                for ts, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
-                    per_time.setdefault(ts.timestamp(), {})[self.metrics[j].name] = float(value)
+                try:
+                    i, j = (int(x) for x in str(result["Id"])[1:].split("_"))
+                    per_time, name = points[instances[i]], self.metrics[j].name
+                    pairs = [(ts.timestamp(), float(v)) for ts, v in
+                             zip(result.get("Timestamps", []), result.get("Values", []), strict=False)]
+                except (KeyError, ValueError, TypeError, IndexError, AttributeError):
+                    raise ProviderError("CloudWatch GetMetricData answered a result sculpt did not ask for "
+                                        f"(id {str(result.get('Id'))[:40]!r} or its points are malformed)",
+                                        "check the endpoint (AWS_ENDPOINT_URL) is CloudWatch") from None
+                for t, value in pairs:
+                    per_time.setdefault(t, {})[name] = value
         return {inst: [Sample(t, vals) for t, vals in sorted(points[inst].items())] for inst in instances}
 
     def _results(self, queries: list[dict[str, Any]], t0: datetime, t1: datetime) -> Iterator[dict[str, Any]]:
@@ -98,7 +121,7 @@ class CloudWatchSource:
             try:
                 page = self.client.get_metric_data(**kwargs)
             except (ClientError, BotoCoreError) as e:
-                raise ProviderError(f"CloudWatch GetMetricData failed: {e}",
+                raise ProviderError(f"CloudWatch GetMetricData failed: {_one_line(e)}",
                                     "check AWS credentials, region and cloudwatch:GetMetricData permission") from None
             self.calls += 1
             yield from page.get("MetricDataResults", [])

@@ -364,3 +364,22 @@ def test_limits_and_forced_enforcement_mode(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SCULPT_ENFORCEMENT", "magic")
     with pytest.raises(ConfigError, match="SCULPT_ENFORCEMENT='magic' is not a mode. To fix: use one of: cgroup-v1"):
         detect_mode()
+
+
+def test_a_taken_kept_lb_port_moves_the_lb_with_a_note(agent: Tracked) -> None:
+    """The spec left the port to sculpt: when the kept one is taken the LB moves, and says so."""
+    c = agent.start()
+    addr = agent.track(c.apply(fleet(1), timeout_s=30))["lb"]["address"]
+    assert c.status()["notes"] == []
+    port = int(addr.rpartition(":")[2])
+    c.shutdown()
+    with socket.socket() as s:       # someone else takes the kept port while the stack is down
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        c = agent.start()
+        st = agent.track(c.apply(fleet(1), timeout_s=30))
+        new = st["lb"]["address"]
+        assert new != addr and http("GET", f"http://{new}/healthz")[0] == 200
+        (note,) = st["notes"]
+        assert f"port {port} was taken" in note and new in note and f"lb.port: {port}" in note

@@ -317,6 +317,9 @@ def test_bench_lb_prints_the_documented_json() -> None:
     assert out["with_work"]["path"] == "/work?ms=1" and out["with_work"]["lb"]["errors"] == 0
     assert out["targets_met"] == (out["added_p50_ms"] < 1 and out["throughput_ratio"] >= 0.7)
     assert set(out["load_avg_1m"]) == {"before", "after", "cores"}
+    # CPU per answer of each process: the app on both sides, the LB only through it
+    assert out["direct"]["app_cpu_us"] > 0 and out["lb"]["app_cpu_us"] > 0 and out["lb"]["lb_cpu_us"] > 0
+    assert "lb_cpu_us" not in out["direct"] and 0 < out["throughput_ratio_paired"]
 
 
 def test_slow_backend_answers_504_after_backend_timeout(

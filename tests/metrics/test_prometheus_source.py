@@ -4,14 +4,14 @@ boundary, named as such)."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from sculpt.domain.errors import ProviderError
 from sculpt.metrics.prometheus import PrometheusSource
+from tests.helpers import serving
 
 
 class FakePrometheus(BaseHTTPRequestHandler):
@@ -46,11 +46,8 @@ class FakePrometheus(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def prom_url():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakePrometheus)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serving(FakePrometheus) as url:
+        yield url
 
 
 def test_reads_and_merges_series_per_instance(prom_url: str) -> None:

@@ -180,7 +180,7 @@ def test_a_version_1_ledger_is_upgraded_in_place_and_keeps_its_history(tmp_path:
     db.close()
     led = Ledger(tmp_path / "ledger.db")
     try:
-        assert led.schema_version() == SCHEMA_VERSION == 2
+        assert led.schema_version() == SCHEMA_VERSION == 3
         old = led.versions("web")
         assert [(v.version, v.result, v.pid) for v in old] == [(1, "succeeded", None), (2, "pending", None)]
         assert old[0].fleet == {"slots": [{"id": "web-0"}]}
@@ -195,7 +195,7 @@ def test_a_version_1_ledger_is_upgraded_in_place_and_keeps_its_history(tmp_path:
         led.close()
     # opening it again is a no-op; the old table kept its rows and gained the column
     again = Ledger(tmp_path / "ledger.db")
-    assert again.schema_version() == 2 and len(again.versions("web")) == 3
+    assert again.schema_version() == 3 and len(again.versions("web")) == 3
     again.close()
     cols = [r[1] for r in sqlite3.connect(tmp_path / "ledger.db").execute("PRAGMA table_info(versions)")]
     assert cols[-1] == "pid" and cols.count("pid") == 1

@@ -129,6 +129,7 @@ class Agent:
         self._lb_next_try = 0.0
         self._listener: socket.socket | None = None  # our copy of the LB's listening socket
         self._pause: dict[str, Any] | None = None  # the LB's paused_by as last seen (re-applied after an LB restart)
+        self._lb_note: str | None = None  # status() says it: the kept LB port was taken and the LB moved
         self._gen: dict[str, int] = {}
         self._crashes: dict[str, int] = {}
         self._apply_lock = threading.Lock()
@@ -485,7 +486,8 @@ class Agent:
         address = f"{self.lb_address[0]}:{self.lb_address[1]}" if self.lb_address and lb is not None else None
         return {"stack": self.stack, "agent_pid": os.getpid(), **self.capabilities(),
                 "lb": {"address": address}, "lb_pid": lb.pid if lb is not None else None,
-                "paused_by": self._pause, "fleet": fleet, "instances": rows}
+                "paused_by": self._pause, "fleet": fleet, "instances": rows,
+                "notes": [self._lb_note] if self._lb_note else []}
 
     # -- reconcile ----------------------------------------------------------------------------------------
     def _uid(self, slot_id: str) -> str:
@@ -657,6 +659,7 @@ class Agent:
 
         lbs = spec.lb
         sock = None
+        moved_from = 0
         held = self._listener
         if held is not None and _port_of(held) == port and port:
             sock = held
@@ -671,7 +674,14 @@ class Agent:
                                         "set lb.port in sculpt.yaml to a free port, or 0 to pick one",
                                         retryable=False) from None
                 log.warning("the kept LB port %d is taken; picking a new one", attempt)
+                moved_from = attempt
         assert sock is not None
+        if moved_from:   # the spec left the port to sculpt: moving is allowed, silently it is not
+            self._lb_note = (f"the load balancer's port {moved_from} was taken, so it now listens on "
+                             f"127.0.0.1:{_port_of(sock)}; to keep one port, free {moved_from} and set "
+                             f"lb.port: {moved_from} in sculpt.yaml (a taken lb.port is an error)")
+        elif lbs.port:
+            self._lb_note = None   # the spec pins the port now
         if held is not None and held is not sock:
             held.close()  # the old port's copy (a move): the old LB process holds its own until it stops
         self._listener = sock
