@@ -73,8 +73,24 @@ def apply_change(engine: Any, platform: Any, ledger: Any, clock: Any, target: Fl
     ``platform`` is the migration platform over the same engine (``LocalPlatform``); ``record_spec`` the
     spec the version keeps (``up``: the file as written). Raises ``SculptError`` for a change that cannot
     start (nothing applied then); a handover that fails rolls its replica back and the version ends
-    ``failed`` with the reason.
+    ``failed`` with the reason. A ``rollback`` is an event too (``sculpt events``), whatever its result.
     """
+    result = _apply_change(engine, platform, ledger, clock, target, kind=kind, message=message,
+                           record_spec=record_spec, timeouts=timeouts, faults=faults, progress=progress)
+    if kind == "rollback":
+        try:
+            ledger.append_event(engine.stack, "rollback", f"{message}: {result.result}" +
+                                (f" ({result.reason})" if result.reason else ""),
+                                {"version": result.version, "result": result.result, "reason": result.reason,
+                                 "message": message}, when=clock.now())
+        except SculptError as e:
+            log.warning("could not record the rollback event: %s", e)
+    return result
+
+
+def _apply_change(engine: Any, platform: Any, ledger: Any, clock: Any, target: Fleet, *, kind: str, message: str,
+                  record_spec: FleetSpec | None, timeouts: Timeouts | None, faults: Faults | None,
+                  progress: Callable[[Step], None] | None) -> ChangeResult:
     current = engine.current()
     if current is None or not current.slots:
         with engine.command(kind, message, target, record_spec=record_spec) as cmd:

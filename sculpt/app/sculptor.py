@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol, TypedDict
 
 import numpy as np
 
+from sculpt.app.events import DecisionEvents, Webhook, WebhookThread
 from sculpt.decide.availability import Availability, Candidate, fallbacks, is_capacity_error, rank
 from sculpt.decide.cost import DEFAULT_COST, CostModel
 from sculpt.decide.decision import (
@@ -707,6 +708,8 @@ class SculptorService:
         self.counters: Counters = {"ticks": 0, "decisions": {}, "migrations": {}, "warnings": 0}
         self.lock = threading.RLock()
         self._stop = threading.Event()
+        self.events: DecisionEvents | None = None  # the stack's watcher records its decisions (sculpt events)
+        self.webhook: WebhookThread | None = None
 
     # -- configuration --------------------------------------------------------------------------------
     def update_spec(self, spec: FleetSpec) -> list[str]:
@@ -926,6 +929,10 @@ class SculptorService:
             self.n += 1
             self.last = report
             self._count(report)
+            if self.events is not None:
+                self.events.observe(report.plan, now, executed=act.result if act is not None else None)
+                if self.webhook is not None:
+                    self.webhook.kick()
             if self.ledger is not None and self.checkpoint_every and self.n % self.checkpoint_every == 0:
                 self.checkpoint()
             return report
@@ -1133,6 +1140,8 @@ class Opened:
 
     def close(self) -> None:
         try:
+            if self.service.webhook is not None:
+                self.service.webhook.stop()
             if self.save:
                 self.service.checkpoint()
         finally:
@@ -1228,14 +1237,20 @@ def open_service(spec_path: Any, *, mode: Mode = "recommend", model: str = "ense
                                 platform=cloud.platform if cloud else None):
                 notes.append(f"recovered interrupted morph {rep.migration_id}: {rep.result}")
         cm = cost or cost_model_for(spec)
+        from sculpt.forecast.prior import PRIOR_MODELS, find_prior
+
+        prior = find_prior(w.state_dir, spec.profile) if model in PRIOR_MODELS else None
         predictor, note = persist.restore(w.ledger, checkpoint_key(w.stack), model, profile=spec.profile,
-                                          seed=seed, horizon_s=cm.horizon_h * 3600.0)
+                                          seed=seed, horizon_s=cm.horizon_h * 3600.0,
+                                          **({"prior": str(prior)} if prior is not None else {}))
         resumed = False
         if note:
             notes.append(note)
         elif w.ledger.load_checkpoint(checkpoint_key(w.stack), model) is not None:
             notes.append(f"resumed model '{model}' from its checkpoint")
             resumed = True
+        if prior is not None and not resumed:
+            notes.append(f"cold-start prior {prior} answers for streams younger than two days")
         notes.extend(getattr(predictor, "notes", []) or [])
         from sculpt.providers.local.client import AgentClient
 
@@ -1276,6 +1291,11 @@ def open_service(spec_path: Any, *, mode: Mode = "recommend", model: str = "ense
         if migs:
             svc.seed_cooldown(max(m.started for m in migs))
         svc.moves = w.ledger  # the daily cap reads the one record of moves (also for `sculpt plan`)
+        if lock and save:  # the stack's one watcher records its decisions and delivers the events
+            svc.events = DecisionEvents(w.ledger, w.stack)
+            if spec.events.webhook_url:
+                svc.webhook = WebhookThread(Webhook(w.ledger, w.stack, spec.events.webhook_url),
+                                            period_s=float(spec.tick_s)).start()
         svc.count_moves(svc.clock.now())
         hours = (0.0 if resumed else AUTO_BACKFILL_H) if backfill_h is None else backfill_h
         if hours > 0 and hasattr(readings, "history"):

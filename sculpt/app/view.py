@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
@@ -74,11 +75,16 @@ class JsonLines:
 
 
 class Dashboard:
-    """TTY view: a rich table per instance, refreshed every tick."""
+    """TTY view: a rich table per instance, refreshed every tick.
 
-    def __init__(self, service: SculptorService, notes: Sequence[str] = ()) -> None:
+    The header's tick is the one the loop runs at: ``tick_s`` when the caller knows it (``watch --tick``),
+    else the shortest interval between recent reports, else the spec's ``tick_s`` (before the second tick)."""
+
+    def __init__(self, service: SculptorService, notes: Sequence[str] = (), tick_s: float | None = None) -> None:
         self.service = service
         self.notes = list(notes)
+        self.tick_s = tick_s
+        self._times: list[float] = []
         self._live: Any = None
 
     def __enter__(self) -> Dashboard:
@@ -93,8 +99,18 @@ class Dashboard:
             self._live.__exit__(*exc)
 
     def update(self, report: TickReport) -> None:
+        self._times = [*self._times[-4:], time.monotonic()]
         if self._live is not None:
             self._live.update(self._render(report), refresh=True)
+
+    def period(self) -> float:
+        """Seconds between ticks, as the header shows them."""
+        if self.tick_s is not None:
+            return self.tick_s
+        gaps = [b - a for a, b in zip(self._times, self._times[1:], strict=False) if b > a]
+        if gaps:  # the shortest recent gap: a tick that morphed runs long, the period does not change
+            return round(min(gaps), 1)
+        return float(self.service.spec.tick_s)
 
     def _render(self, r: TickReport | None) -> Any:
         from rich.console import Group
@@ -102,7 +118,7 @@ class Dashboard:
         from rich.text import Text
 
         svc = self.service
-        title = f"sculpt watch — {svc.spec.fleet} ({svc.mode}, model {svc.guard.name}, tick {svc.spec.tick_s:g}s)"
+        title = f"sculpt watch — {svc.spec.fleet} ({svc.mode}, model {svc.guard.name}, tick {self.period():g}s)"
         t = Table(title=title, expand=True)
         t.add_column("instance", no_wrap=True)
         t.add_column("shape", no_wrap=True)

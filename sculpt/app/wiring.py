@@ -16,7 +16,7 @@ from sculpt.catalog import load_catalog, refreshed_path
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ConfigError, SculptError
 from sculpt.domain.fleet import Fleet, Slot
-from sculpt.domain.spec import FleetSpec, load_spec, parse_spec
+from sculpt.domain.spec import FleetSpec, check_regions, load_spec, parse_stored_spec
 from sculpt.engine.local import LocalEngine
 from sculpt.ledger import Ledger, state_dir
 
@@ -49,13 +49,20 @@ class Wiring:
         current: Fleet | None = None
         if got is not None and got[2].get("slots"):
             try:
-                current = Fleet(spec=parse_spec(got[1], f"version {got[0].version} of stack '{self.stack}'"),
+                current = Fleet(spec=parse_stored_spec(got[1], f"version {got[0].version} of stack '{self.stack}'"),
                                 slots=tuple(Slot.model_validate(s) for s in got[2]["slots"]))
             except (SculptError, ValueError):
                 current = None
         if current is None:
             return desired_fleet(self.spec, None, used=used)
         return desired_fleet(self.spec, current, base=last_up_spec(self.ledger, self.stack), used=used)
+
+    def deliver_events(self, budget_s: float = 5.0) -> int:
+        """Send the stack's undelivered events to the spec's webhook, for at most ``budget_s`` (a command
+        that changed the fleet calls this at its end; what is left goes with the next command or tick)."""
+        from sculpt.app.events import flush
+
+        return flush(self.ledger, self.stack, self.spec.events.webhook_url if self.spec else None, budget_s)
 
     def close(self) -> None:
         self.ledger.close()
@@ -68,7 +75,7 @@ def last_up_spec(ledger: Ledger, stack: str) -> FleetSpec | None:
     if last is None:
         return None
     try:
-        return parse_spec(last.spec, f"version {last.version} of stack '{stack}'")
+        return parse_stored_spec(last.spec, f"version {last.version} of stack '{stack}'")
     except SculptError:
         return None
 
@@ -170,8 +177,9 @@ def wire(spec_path: str | Path, *, apply_timeout_s: float = 30.0) -> Wiring:
     path = Path(spec_path)
     spec = load_spec(path)
     home = state_dir(path)
-    ledger = Ledger(home / "ledger.db")
     catalog = catalog_for(spec, home, path.resolve().parent)
+    check_regions(spec, catalog.regions(), str(path))  # before the ledger: a refused spec writes nothing
+    ledger = Ledger(home / "ledger.db")
     engine = make_engine(spec, ledger, catalog, home, apply_timeout_s=apply_timeout_s)
     adopt_backend_history(engine)
     return Wiring(spec.fleet, home, ledger, catalog, engine, spec, path)
@@ -212,9 +220,7 @@ def wire_stack(stack: str | None, spec_path: str | Path) -> Wiring:
         from sculpt.domain.errors import NotFoundError
 
         raise NotFoundError(f"stack '{stack}' has no history in {home}", "run `sculpt up` first")
-    from sculpt.domain.spec import parse_spec
-
-    spec = parse_spec(last.spec, f"stack '{stack}'")
+    spec = parse_stored_spec(last.spec, f"stack '{stack}'")
     catalog = catalog_for(spec, home)
     engine = make_engine(spec, ledger, catalog, home)
     adopt_backend_history(engine)

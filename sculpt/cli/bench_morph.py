@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import typer
 
 from sculpt.cli.bench import app
+from sculpt.cli.bench_replay import machine_note
 
 FAULTS = {
     "blue-green": ("none", "green-unhealthy", "restore-fails", "shift-fails", "step-timeout",
@@ -204,6 +205,7 @@ def bench_morph(
                        f"(target <= {total['pause_bound_s']:g}s)")
             typer.echo(f"sequences with problems: {total['sequences_with_problems']} {total['problems']}; "
                        f"targets met: {total['targets_met']}")
+            typer.echo(f"measured on {machine_note()}")
         return
     rate = 250.0 if rate is None else rate
     strategies = ["blue-green", "in-place"] if strategy == "all" else [strategy]
@@ -217,6 +219,8 @@ def bench_morph(
                 typer.echo(f"{s:<10} {f:<20} {row.get('result', '?'):<11} requests={row.get('requests')} "
                            f"failed={row.get('failed')} lost={row.get('lost_writes')} "
                            f"pause_ms_max={row.get('pause_ms_max')} duration_s={row.get('duration_s')}")
+    if not json_out:
+        typer.echo(f"measured on {machine_note()}")
     data: Any = rows[0] if len(rows) == 1 else rows
     text = json.dumps(data, indent=2, default=str)
     if out is not None:

@@ -1,12 +1,14 @@
 """``sculpt bench replay|tick|cli``: replay throughput, the loop's per-tick latency, CLI start-up time.
 
-Benchmarks print figures and write JSON (``--out``); they assert nothing. The machine is shared: figures
-are noisy, repeat runs before comparing.
+Benchmarks print figures and write JSON (``--out``); they assert nothing. Each says what it ran on
+(``machine``: CPUs and load average, from ``os``): a load near or above the CPU count makes wall times
+noisy, so repeat runs before comparing.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +20,22 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="also write the JSON 
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the JSON instead of the figures as lines")]
+
+
+def machine() -> dict[str, Any]:
+    """What a figure was measured on: the CPU count and the load average (1, 5, 15 min) at the end of the run."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not on every platform
+        load = []
+    return {"cpus": os.cpu_count(), "load_avg": load}
+
+
+def machine_note(m: dict[str, Any] | None = None) -> str:
+    """``machine()`` in words, e.g. "2 CPUs, load average 1.93 2.10 1.88"."""
+    m = m or machine()
+    load = " ".join(f"{x:g}" for x in m["load_avg"])
+    return f"{m['cpus']} CPUs" + (f", load average {load}" if load else "")
 
 
 def _lines(data: Any, prefix: str = "") -> list[str]:
@@ -48,8 +66,8 @@ def bench_replay(
     json_out: JsonOpt = False,
 ) -> None:
     """Full replay (four policies) with the targets checked: sculpt vs oracle, static and reactive."""
-    import os
     import time
+    from datetime import UTC, datetime
 
     from sculpt.catalog import load_catalog
     from sculpt.domain.errors import NotFoundError
@@ -66,7 +84,8 @@ def bench_replay(
     t0 = time.perf_counter()
     loaded = read_traces(list(traces))
     read_s = time.perf_counter() - t0
-    r = run_replay(loaded, load_catalog("aws"), ReplayConfig(region=region, model=model))
+    config = ReplayConfig(region=region, model=model)
+    r = run_replay(loaded, load_catalog("aws"), config)
     res = r.to_json()
     pol: dict[str, dict[str, float]] = res["policies"]  # type: ignore[assignment]
     s, o, st, re = (pol[p] for p in ("sculpt", "oracle", "static", "reactive"))
@@ -85,8 +104,14 @@ def bench_replay(
                     "under_le_reactive": s["underprovisioned_fraction"] <= re["underprovisioned_fraction"],
                     "oom_le_reactive": s["oom_events"] <= re["oom_events"],
                     "wall_le_120s": read_s + r.elapsed_s <= 120.0},
-        "note": "wall time measured on a shared 2-core machine: noisy",
     })
+    from sculpt.decide.decision import family_mask
+    from sculpt.replay.report_headline import headline
+
+    res["headline"] = headline(r, family_mask(r.arrays, config.families))
+    res["machine"] = (m := machine())
+    res["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    res["note"] = f"wall time measured on {machine_note(m)}"
     _emit(res, out, json_out)
 
 
@@ -138,7 +163,8 @@ def bench_tick(
            "p50_ms": round(float(np.median(total)), 3), "p95_ms": round(float(np.percentile(total, 95)), 3),
            "mean_ms": round(float(np.mean(total)), 3),
            "forecast_and_decide_p50_ms": round(float(np.median(decide_ms)), 3),
-           "note": "learn + forecast + decide per tick; shared 2-core machine: noisy"}, out, json_out)
+           "machine": (m := machine()),
+           "note": f"learn + forecast + decide per tick, measured on {machine_note(m)}"}, out, json_out)
 
 
 @app.command("cli")
@@ -165,4 +191,5 @@ def bench_cli(
     heavy = [m for m in probe.stdout.strip().split(",") if m]
     _emit({"runs": runs, "p50_ms": round(statistics.median(times), 1), "min_ms": round(min(times), 1),
            "max_ms": round(max(times), 1), "heavy_modules_imported": heavy,
-           "note": "includes interpreter start-up; shared 2-core machine: noisy"}, out, json_out)
+           "machine": (m := machine()), "note": f"includes interpreter start-up; measured on {machine_note(m)}"},
+          out, json_out)

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from sculpt.cli.bench import app
+from sculpt.cli.bench_replay import machine, machine_note
 
 UP_TARGET_S = 3.0
 HELP_TARGET_S = 0.3
@@ -82,7 +83,7 @@ def bench_up(
         "help_s": {"median": round(statistics.median(help_s), 4), "min": round(min(help_s), 4),
                    "target": HELP_TARGET_S},
         "cpus": os.cpu_count(),
-        "note": "wall time on a shared machine; noisy",
+        "machine": machine(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -94,4 +95,5 @@ def bench_up(
     typer.echo(f"sculpt up, {instances} instances to healthy: median {statistics.median(up_s):.3f}s "
                f"(target < {UP_TARGET_S:g}s: {ok_up})")
     typer.echo(f"sculpt --help: median {statistics.median(help_s):.3f}s (target < {HELP_TARGET_S:g}s: {ok_help})")
+    typer.echo(f"measured on {machine_note()}")
     typer.echo(f"wrote {out}")

@@ -40,6 +40,13 @@ def list_offerings(
         raise NotFoundError(f"region '{region}' is not in the {cat.provider} catalog",
                             f"use one of: {', '.join(cat.regions())}")
     if family:
+        known = sorted({o.shape.family for o in cat.offerings})
+        unknown = [f for f in family if f not in known]
+        if unknown:
+            from sculpt.domain.errors import NotFoundError
+
+            raise NotFoundError(f"famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(repr(f) for f in unknown)} "
+                                f"not in the {cat.provider} catalog", f"use one of: {', '.join(known)}")
         cat = cat.filter(families=family)
     offers = cat.meeting(Demand(cpu_cores=min_vcpu, memory_gib=min_memory_gib), region)
     if json_out:

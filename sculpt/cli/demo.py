@@ -1,4 +1,5 @@
-"""``sculpt demo``: bring up a local fleet with the demo app, drive it, and watch sculpt morph it.
+"""``sculpt demo``: bring up a local fleet with the demo app, drive it, and watch sculpt morph it: in
+place, blue/green with its pause and the keys verified, and to the cheaper region.
 
 See ``sculpt.app.demo`` for the story it tells and the time compression it uses.
 """
@@ -23,7 +24,15 @@ def command(
     model: Annotated[str, typer.Option("--model", help="forecast model")] = "river",
     json_out: JsonOpt = False,
 ) -> None:
-    """One command: local fleet + demo app + trace-shaped load + the sculptor in auto mode; exit 1 without a morph."""
+    """One command: local fleet + demo app + trace-shaped load + the sculptor in auto mode; exit 1 without a morph.
+
+    Each morph is told with the decision's reason and how it was made: in place, or blue/green with the
+    load balancer's pause and the keys read back through it (a move to the cheaper local-b is always
+    blue/green). --json prints {"source", "morphs", "moves": [{"kind", "from", "to", "from_region",
+    "to_region", "region_move", "result", "seconds", "pause_ms", "steps", "keys_checked",
+    "keys_verified", "reason"}], "shown": {"in_place", "blue_green", "region_move"}, "ticks",
+    "requests", "failed", "writes", "writes_failed", "first_morph_s", "leftover_pids", ...}.
+    """
     from sculpt.app.demo import DemoConfig, run_demo
 
     def say(line: str) -> None:

@@ -24,9 +24,12 @@ def _utc(t: float) -> str:
 
 
 def _slots(fleet: dict[str, Any]) -> str:
-    slots = fleet.get("slots", [])
-    shapes = ", ".join(sorted({f"{s['shape']}@{s['region']}" for s in slots})) or "-"
-    return f"{len(slots)} × {shapes}" if slots else "-"
+    """The fleet's slots as counts per shape@region, ``2× std-1c-1024m@local-a + 1× std-2c-2048m@local-a``
+    (a bare list after one count read as that many of the first shape)."""
+    from collections import Counter
+
+    counts = Counter(f"{s['shape']}@{s['region']}" for s in fleet.get("slots", []))
+    return " + ".join(f"{n}× {shape}" for shape, n in sorted(counts.items())) or "-"
 
 
 def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: JsonOpt = False) -> None:

@@ -18,6 +18,17 @@ from typer.core import TyperGroup
 class SculptGroup(TyperGroup):
     """Root group: a ``SculptError`` raised by any verb becomes ``error: <one line>`` and its exit code."""
 
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Verbs panel by panel (``PANELS`` order), each panel in registration order: typer would list every
+        command before every sub-app, splitting the panels' order from the newcomer's."""
+        names = list(super().list_commands(ctx))
+
+        def panel(name: str) -> int:
+            p = getattr(self.commands.get(name), "rich_help_panel", None)
+            return PANELS.index(p) if p in PANELS else len(PANELS)
+
+        return sorted(names, key=lambda n: (panel(n), names.index(n)))
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -62,8 +73,11 @@ from sculpt.cli import (  # noqa: E402
     catalog,
     demo,
     down,
+    events,
+    fleets,
     history,
     init,
+    ledger,
     morph,
     plan,
     policy,
@@ -76,24 +90,35 @@ from sculpt.cli import (  # noqa: E402
     watch,
 )
 
-# in the order a newcomer meets them
-app.command("init")(init.command)
-app.command("preview")(preview.command)
-app.command("up")(up.command)
-app.command("status")(status.command)
-app.command("history")(history.command)
-app.command("rollback")(rollback.command)
-app.command("down")(down.command)
-app.command("morph")(morph.command)
-app.command("plan")(plan.command)
-app.command("watch")(watch.command)
-app.command("demo")(demo.command)
-app.command("replay")(replay.command)
-app.command("train")(train.command)
-app.add_typer(catalog.app, name="catalog")
-app.add_typer(policy.app, name="policy")
-app.add_typer(bench.app, name="bench")
-app.command("agent")(agent.command)
+# `sculpt --help` groups the verbs in these panels (typer's rich help panels), each in the order a newcomer
+# meets them. New verbs join one: `app.command("fleets", rich_help_panel=FLEET)(fleets.command)`.
+FLEET = "Fleet: define, apply, inspect, undo"
+SCULPTOR = "Sculptor: forecast and decide"
+EVALUATION = "Evaluation: replay and benchmarks"
+CLOUDS = "Clouds: shapes and prices"
+TOOLS = "Tools"
+PANELS = (FLEET, SCULPTOR, EVALUATION, CLOUDS, TOOLS)
+
+app.command("init", rich_help_panel=FLEET)(init.command)
+app.command("preview", rich_help_panel=FLEET)(preview.command)
+app.command("up", rich_help_panel=FLEET)(up.command)
+app.command("status", rich_help_panel=FLEET)(status.command)
+app.command("fleets", rich_help_panel=FLEET)(fleets.command)
+app.command("history", rich_help_panel=FLEET)(history.command)
+app.command("rollback", rich_help_panel=FLEET)(rollback.command)
+app.command("morph", rich_help_panel=FLEET)(morph.command)
+app.command("down", rich_help_panel=FLEET)(down.command)
+app.command("demo", rich_help_panel=SCULPTOR)(demo.command)
+app.command("plan", rich_help_panel=SCULPTOR)(plan.command)
+app.command("watch", rich_help_panel=SCULPTOR)(watch.command)
+app.command("events", rich_help_panel=SCULPTOR)(events.command)
+app.command("train", rich_help_panel=SCULPTOR)(train.command)
+app.command("replay", rich_help_panel=EVALUATION)(replay.command)
+app.add_typer(bench.app, name="bench", rich_help_panel=EVALUATION)
+app.add_typer(catalog.app, name="catalog", rich_help_panel=CLOUDS)
+app.add_typer(policy.app, name="policy", rich_help_panel=TOOLS)
+app.add_typer(ledger.app, name="ledger", rich_help_panel=TOOLS)
+app.command("agent", rich_help_panel=TOOLS)(agent.command)
 
 
 def main() -> None:

@@ -75,6 +75,7 @@ def command(
         report = orch.morph(MorphRequest(target_shape if shape else None, target_region if region else None,
                                          strategy))  # type: ignore[arg-type]
     finally:
+        w.deliver_events()
         w.close()
     if json_out:
         emit_json(report.to_json())

@@ -7,7 +7,7 @@ fleet holds now moves with it. ``--json`` prints ``{"stack", "version", "rolled_
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,7 +30,7 @@ def command(
     json_out: JsonOpt = False,
 ) -> None:
     """Go back to version N (default: the succeeded version before the current one)."""
-    from sculpt.domain.errors import ConfigError, NotFoundError
+    from sculpt.domain.errors import NotFoundError
 
     w = open_stack(stack, spec)
     failed: str | None = None
@@ -39,6 +39,7 @@ def command(
         if target is None:
             raise NotFoundError(f"stack '{w.stack}' has no earlier succeeded version to roll back to",
                                 "see `sculpt history`, or pass --to N")
+        row = _rollback_target(w, target)  # every check before a word of "rolling back"
         if w.engine.name == "local":
             from sculpt.app.change import apply_change
             from sculpt.cli.up import _progress
@@ -46,11 +47,6 @@ def command(
             from sculpt.engine.local import fleet_of
             from sculpt.migrate.local import LocalPlatform
 
-            row = w.ledger.version(w.stack, target)
-            if row.result != "succeeded" or not row.fleet.get("slots"):
-                why = row.result if row.result != "succeeded" else "has no instances (a `down`)"
-                raise ConfigError(f"version {target} of stack '{w.stack}' {why}; only a succeeded version "
-                                  "with instances can be rolled back to", "pick one in `sculpt history`")
             typer.echo(f"rolling {w.stack} back to version {target} ...", err=True)
             from sculpt.migrate.faults import faults_from_env
 
@@ -64,6 +60,7 @@ def command(
             typer.echo(f"rolling {w.stack} back to version {target} ...", err=True)
             version = w.engine.rollback(target)
     finally:
+        w.deliver_events()
         w.close()
     if json_out:
         emit_json({"stack": w.stack, "version": version, "rolled_back_to": target,
@@ -74,3 +71,21 @@ def command(
         raise typer.Exit(1)
     if not json_out:
         typer.echo(f"{w.stack}: version {version} re-applies version {target} (succeeded)")
+
+
+def _rollback_target(w: Any, target: int) -> Any:
+    """The ledger row of version ``target``, refused with one line (naming the versions there are) when it
+    does not exist, failed, or (local engine: a morph needs instances to hand over to) has none, a ``down``."""
+    from sculpt.domain.errors import ConfigError, NotFoundError
+
+    versions = w.ledger.versions(w.stack)
+    row = next((v for v in versions if v.version == target), None)
+    if row is None:
+        known = f"versions 1..{versions[-1].version}" if versions else "no versions yet"
+        raise NotFoundError(f"stack '{w.stack}' has no version {target} ({known})",
+                            "pick a version from `sculpt history`")
+    if row.result != "succeeded" or (w.engine.name == "local" and not row.fleet.get("slots")):
+        why = row.result if row.result != "succeeded" else "has no instances (a `down`)"
+        raise ConfigError(f"version {target} of stack '{w.stack}' {why}; only a succeeded version "
+                          "with instances can be rolled back to", "pick one in `sculpt history`")
+    return row

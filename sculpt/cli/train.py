@@ -33,16 +33,23 @@ def command(
     grid = to_grid(read_dir(traces, limit=limit or None))
     report = holdout(grid, profile, seed=seed) if evaluate and len(grid.names) >= 2 else None
     prior = fit_prior(grid, profile, seed=seed)
-    path = prior.save(out or default_prior_path(profile))
-    doc = {"profile": profile, "prior": str(path), "traces": len(grid.names), "rows": prior.rows,
-           "holdout": report}
+    # the default path is where `sculpt watch` and `sculpt plan` find it: a prior the hold-out says does not
+    # help is not put there (``--out`` keeps it anyway, elsewhere)
+    unhelpful = report is not None and not report["helps"]
+    path = prior.save(out) if out is not None else None if unhelpful else prior.save(default_prior_path(profile))
+    doc = {"profile": profile, "prior": str(path) if path else None, "traces": len(grid.names), "rows": prior.rows,
+           "holdout": report, "used_by": "sculpt watch, sculpt plan (this state dir), sculpt replay --prior"}
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    typer.echo(f"prior for '{profile}' fitted on {prior.rows} periods of {len(grid.names)} traces: {path}")
+    typer.echo(f"prior for '{profile}' fitted on {prior.rows} periods of {len(grid.names)} traces: "
+               f"{path or 'not saved (the hold-out says it does not help; --out FILE keeps it anyway)'}")
     if report:
         a, b = report["without_prior"], report["with_prior"]
         typer.echo(f"cold start (first {report['cold_start_periods']} h of {report['test_traces']} held-out traces): "
                    f"MAE {a['mae']:.4g} without, {b['mae']:.4g} with the prior; "
                    f"memory MAE {a['mem_mae'] or 0:.4g} vs {b['mem_mae'] or 0:.4g} -> "
-                   f"{'use it' if report['helps'] else 'it does not help here: do not use it'}")
+                   f"{'it helps' if report['helps'] else 'it does not help here'}")
+    if path is not None and out is None:
+        typer.echo(f"`sculpt watch` and `sculpt plan` of '{profile}' fleets with this state directory use it for "
+                   "streams younger than two days; `sculpt replay --prior FILE` too")

@@ -18,10 +18,13 @@ def command(
 ) -> None:
     """Apply the spec: start, resize or hand over instances, then record the new version.
 
-    A slot that needs a new instance (its app's command, env or health path changed, its region changed, or
-    its shape changed where cgroups cannot resize live) is replaced by a blue/green handover with state
-    sync, like `sculpt morph`. --json prints {"stack", "version", "result", "changes": {op: count},
-    "replaced": {slot: why}, "seconds", "lb": {"address"}, "instances": [...]}.
+    A slot that needs a new instance (its app's command, env or health path changed, its
+    region changed, or its shape changed where cgroups cannot resize live) is replaced by a
+    blue/green handover with state sync, like `sculpt morph`.
+
+    --json prints {"stack", "version", "result" (succeeded | failed), "changes": {op: count},
+    "replaced": {slot: why}, "reason" (why it failed, else null), "seconds" (the command's
+    wall time), "lb": {"address"}, "instances": [...]}.
     """
     import time
 
@@ -58,6 +61,7 @@ def command(
             version = w.engine.up(fleet, message)
         status = stack_status(w)
     finally:
+        w.deliver_events()
         w.close()
     took = time.monotonic() - t0
     lb = (status or {}).get("lb") or {"address": None}

@@ -2,7 +2,9 @@
 
 ``--mode recommend`` (default) reports what it would do and changes nothing (like the VPA's Off mode);
 ``--mode auto`` morphs the fleet through the migration orchestrator. ``--once`` runs one tick and prints
-it. On a terminal the view is a live dashboard; otherwise (or with ``--json``) one JSON object per tick
+it; it exits 3 (after printing) when that tick read no usable metric of any instance (no serving instance,
+or the source down, refusing or answering garbage), so a cron job or CI step notices a blind watcher. On a
+terminal the view is a live dashboard; otherwise (or with ``--json``) one JSON object per tick
 (``{"stack", "mode", "t", "tick", "model", "decision", "reason", "plan": {...}, "instances": [{"slot",
 "stream", "shape", "cpu_cores", "mem_gib", "utilisation", "rps", "latency_p95_ms", "forecast": {"cpu_p50",
 "cpu_p95"}, "top_shapes": [{"shape", "p"}], "confidence", "decision", "reason"}], "action": null | {"from",
@@ -40,7 +42,8 @@ def command(
     api: Annotated[str | None, typer.Option("--api", help="also serve the HTTP API on HOST:PORT")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Watch the fleet and keep it on the right shape (recommend or auto)."""
+    """Watch the fleet and keep it on the right shape (recommend or auto); --once exits 3 when no usable
+    metrics were read."""
     import signal
     import sys
     import time
@@ -92,6 +95,10 @@ def command(
 
                 typer.echo(str(report.plan))
                 typer.echo(story_line(report))
+            if not report.instances:
+                from sculpt.cli.plan import no_metrics_exit
+
+                no_metrics_exit(list(report.warnings), source)
             return
         svc.prime()
         if json_out or not sys.stdout.isatty():
@@ -101,7 +108,7 @@ def command(
         else:
             from sculpt.app.view import Dashboard
 
-            view = Dashboard(svc, opened.notes)
+            view = Dashboard(svc, opened.notes, tick_s=tick_s)
         with view:  # type: ignore[attr-defined]
             n = svc.run(ticks=ticks, on_tick=view.update, tick_s=tick_s)  # type: ignore[attr-defined]
         typer.echo(f"{svc.spec.fleet}: stopped after {n} tick(s); model checkpointed", err=True)

@@ -13,7 +13,8 @@ Endpoints (all HTTP/1.1 with keep-alive; every response carries ``X-Served-By: <
   ``DELETE /kv/<key>`` → 200 ``{"seq": n}`` | 404.
 - ``GET /work?ms=N`` → burns ~N ms of CPU on a worker thread (hashing releases the GIL, so a shape with
   more cores serves more concurrent work), 200 ``{"ms": N}``.
-- ``GET /metrics`` → Prometheus text exposition (see :func:`AppState.metrics_text`).
+- ``GET /metrics`` → Prometheus text exposition 0.0.4, or OpenMetrics when ``Accept`` asks for it (see
+  :meth:`AppState.metrics_families`).
 - ``GET /checkpoint[?since=S]`` → ``{"seq": n, "items": {key: value}, "deleted": [key, ...]}``; with
   ``since`` only keys written (or deleted) after seq S: the final delta of a handover.
 - ``POST /restore`` (a checkpoint body) → merges items, removes ``deleted``, sets seq to at least the given
@@ -47,6 +48,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+
+from sculpt.metrics.exposition import registry_of, render
 
 __all__ = ["AppState", "Response", "WriteAheadLog", "serve", "spawn", "main"]
 
@@ -187,6 +198,7 @@ class AppState:
         self.draining = False
         self.in_flight = 0
         self.metrics = _Metrics()
+        self._registry = registry_of(self.metrics_families)
         self.replayed = self._replay(data_dir / "wal.log")
         if self.replayed > 2 * (len(self.items) + len(self.deleted)) + 1000:
             self._compact(data_dir / "wal.log")
@@ -293,7 +305,7 @@ class AppState:
         if path == "/healthz":
             return Response(503, b"draining\n") if self.draining else Response(200, b"ok\n")
         if path == "/metrics":
-            return Response(200, self.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
+            return self.metrics_response()
         if path == "/checkpoint":
             q = parse_qs(query)
             since = q.get("since", [None])[0]
@@ -322,39 +334,43 @@ class AppState:
             return Response.json(200, {"readonly": self.readonly, "seq": self.seq})
         return Response(404, b"no such endpoint\n")
 
-    def metrics_text(self) -> str:
-        """Prometheus text format 0.0.4."""
+    def metrics_families(self) -> list[Metric]:
+        """The app's metrics as ``prometheus_client`` families (rendered by ``sculpt.metrics.exposition``)."""
         m = self.metrics
-        out = [
-            "# HELP demoapp_info Instance identity.", "# TYPE demoapp_info gauge",
-            f'demoapp_info{{instance_id="{self.instance_id}"}} 1',
-            "# HELP demoapp_requests_total Requests answered, by endpoint and status code.",
-            "# TYPE demoapp_requests_total counter",
-        ]
+        info = InfoMetricFamily("demoapp", "Instance identity.", labels=["instance_id"])
+        info.add_metric([self.instance_id], {})
+        requests = CounterMetricFamily("demoapp_requests", "Requests answered, by endpoint and status code.",
+                                       labels=["endpoint", "code"])
         for (ep, code), n in sorted(m.requests.items()):
-            out.append(f'demoapp_requests_total{{endpoint="{ep}",code="{code}"}} {n}')
-        out += ["# HELP demoapp_in_flight Requests being served now.", "# TYPE demoapp_in_flight gauge",
-                f"demoapp_in_flight {self.in_flight}",
-                "# HELP demoapp_keys Keys held.", "# TYPE demoapp_keys gauge", f"demoapp_keys {len(self.items)}",
-                "# HELP demoapp_seq Sequence number of the last write.", "# TYPE demoapp_seq gauge",
-                f"demoapp_seq {self.seq}",
-                "# HELP demoapp_readonly 1 while writes are refused.", "# TYPE demoapp_readonly gauge",
-                f"demoapp_readonly {int(self.readonly)}",
-                "# HELP demoapp_request_duration_seconds Time to answer a request.",
-                "# TYPE demoapp_request_duration_seconds histogram"]
-        cum = 0
+            requests.add_metric([ep, str(code)], n)
+        cum, buckets = 0, []
         for le, n in zip(_BUCKETS, m.buckets, strict=False):
             cum += n
-            out.append(f'demoapp_request_duration_seconds_bucket{{le="{le}"}} {cum}')
-        out += [f'demoapp_request_duration_seconds_bucket{{le="+Inf"}} {m.latency_count}',
-                f"demoapp_request_duration_seconds_sum {m.latency_sum:.6f}",
-                f"demoapp_request_duration_seconds_count {m.latency_count}"]
+            buckets.append((repr(le), float(cum)))
+        buckets.append(("+Inf", float(m.latency_count)))
+        duration = HistogramMetricFamily("demoapp_request_duration_seconds", "Time to answer a request.")
+        duration.add_metric([], buckets, sum_value=m.latency_sum)
         t = os.times()
-        out += ["# HELP process_cpu_seconds_total User and system CPU time spent.",
-                "# TYPE process_cpu_seconds_total counter", f"process_cpu_seconds_total {t.user + t.system:.3f}",
-                "# HELP process_resident_memory_bytes Resident memory size.",
-                "# TYPE process_resident_memory_bytes gauge", f"process_resident_memory_bytes {_rss_bytes()}"]
-        return "\n".join(out) + "\n"
+        return [
+            info, requests,
+            GaugeMetricFamily("demoapp_in_flight", "Requests being served now.", value=self.in_flight),
+            GaugeMetricFamily("demoapp_keys", "Keys held.", value=len(self.items)),
+            GaugeMetricFamily("demoapp_seq", "Sequence number of the last write.", value=self.seq),
+            GaugeMetricFamily("demoapp_readonly", "1 while writes are refused.", value=int(self.readonly)),
+            duration,
+            CounterMetricFamily("process_cpu_seconds", "User and system CPU time spent, seconds.",
+                                value=t.user + t.system),
+            GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size, bytes.", value=_rss_bytes()),
+        ]
+
+    def metrics_response(self, accept: str | None = None) -> Response:
+        """``GET /metrics``: the text format 0.0.4, or OpenMetrics when ``accept`` asks for it."""
+        body, ctype = render(self._registry, accept)
+        return Response(200, body, ctype)
+
+    def metrics_text(self) -> str:
+        """The text format 0.0.4 (what a scraper that sends no ``Accept`` gets)."""
+        return render(self._registry)[0].decode()
 
 
 def _endpoint(path: str) -> str:
@@ -412,7 +428,7 @@ class _Server:
                     return
                 method, target, version = parts
                 path, _, query = target.partition("?")
-                length, close, chunked, expect = 0, version == "HTTP/1.0", False, False
+                length, close, chunked, expect, accept = 0, version == "HTTP/1.0", False, False, ""
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
                     n = name.strip().lower()
@@ -428,6 +444,8 @@ class _Server:
                         chunked = True
                     elif n == "expect" and value.strip().lower() == "100-continue":
                         expect = True
+                    elif n == "accept":
+                        accept = value.strip()
                 if chunked or length > _MAX_BODY:
                     resp = Response(501 if chunked else 413, b"send a Content-Length body\n")
                     close = True
@@ -438,6 +456,8 @@ class _Server:
                     try:
                         if path == "/work":
                             resp = await self._work(query)
+                        elif path == "/metrics":
+                            resp = st.metrics_response(accept)
                         else:
                             resp = st.handle(method, path, query, body)
                     except Exception as e:  # noqa: BLE001 - e.g. the WAL's disk is full: not acknowledged

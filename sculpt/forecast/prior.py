@@ -77,6 +77,17 @@ def default_prior_path(profile: str) -> Path:
     return base / "priors" / f"{profile}.prior"
 
 
+PRIOR_MODELS = ("river", "ensemble")
+"""The models that blend a prior in (the ensemble through its river member)."""
+
+
+def find_prior(state_dir: str | Path, profile: str) -> Path | None:
+    """The prior ``sculpt watch`` and ``sculpt plan`` use for a fleet of ``profile``: the file ``sculpt train``
+    writes into the fleet's state directory (``<state dir>/priors/<profile>.prior``), if there is one."""
+    p = Path(state_dir) / "priors" / f"{profile}.prior"
+    return p if p.is_file() else None
+
+
 def load_prior(path: str | Path) -> Prior:
     p = Path(path)
     if not p.exists():

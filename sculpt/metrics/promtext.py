@@ -1,5 +1,5 @@
-"""A small parser for the Prometheus text exposition format (0.0.4), enough for counters, gauges and
-histograms an application exposes on ``/metrics``.
+"""Reading the Prometheus text exposition format (0.0.4) an application serves on ``/metrics``: samples by
+name (through ``prometheus_client``'s parser), counters summed, histogram quantiles.
 
 >>> fams = parse('a_total{code="200"} 3\\na_total{code="500"} 1\\nb 2.5\\n')
 >>> total(fams, "a_total"), fams["b"][0].value
@@ -9,11 +9,7 @@ histograms an application exposes on ``/metrics``.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\d+)?$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
@@ -23,21 +19,30 @@ class Point:
 
 
 def parse(text: str) -> dict[str, list[Point]]:
-    """Metric name -> points. Comment and malformed lines are skipped."""
+    """Sample name -> points, read by ``prometheus_client``'s text parser (label values unescaped: ``\\"``,
+    ``\\\\``, ``\\n``). An exposition it refuses is read line by line, each sample line on its own, so one
+    malformed line (skipped) does not lose the others."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def read(chunk: str, out: dict[str, list[Point]]) -> None:
+        for fam in text_string_to_metric_families(chunk):
+            for s in fam.samples:
+                out.setdefault(s.name, []).append(Point(dict(s.labels), float(s.value)))
+
     out: dict[str, list[Point]] = {}
+    try:
+        read(text, out)
+        return out
+    except (ValueError, TypeError, IndexError, KeyError):
+        out = {}
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        m = _LINE.match(line)
-        if not m:
-            continue
         try:
-            value = float(m.group(4))
-        except ValueError:
+            read(line + "\n", out)
+        except (ValueError, TypeError, IndexError, KeyError):
             continue
-        labels = dict(_LABEL.findall(m.group(3) or ""))
-        out.setdefault(m.group(1), []).append(Point(labels, value))
     return out
 
 
@@ -71,12 +76,18 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 
 
 def buckets_of(fams: dict[str, list[Point]], name: str) -> list[tuple[float, float]]:
-    """Cumulative buckets of histogram ``name`` (without the ``_bucket`` suffix), summed over labels."""
+    """Cumulative buckets of histogram ``name`` (without the ``_bucket`` suffix), summed over labels; a
+    bucket whose ``le`` is not a number is skipped (an app's typo must not stop the reading)."""
     acc: dict[float, float] = {}
     for p in fams.get(f"{name}_bucket", []):
         le = p.labels.get("le")
         if le is None:
             continue
-        bound = math.inf if le in ("+Inf", "Inf") else float(le)
+        try:
+            bound = math.inf if le in ("+Inf", "Inf") else float(le)
+        except ValueError:
+            continue  # a malformed bucket bound is skipped like a malformed line
+        if math.isnan(bound) or math.isnan(p.value):
+            continue
         acc[bound] = acc.get(bound, 0.0) + p.value
     return sorted(acc.items())

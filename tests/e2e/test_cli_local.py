@@ -34,6 +34,8 @@ def cpu_quota_of(pid: int) -> int | None:
 def test_the_first_run_journey(cli: Cli) -> None:
     up = cli.json("up")
     assert (up["stack"], up["version"], up["result"]) == ("web", 1, "succeeded")
+    helped = cli("up", "--help").stdout  # `up --help` documents every key `up --json` prints
+    assert [k for k in up if f'"{k}"' not in helped] == []
     lb = up["lb"]["address"]
     assert http("PUT", f"http://{lb}/kv/greeting", b"hello")[0] in (200, 201, 204)
     assert http("GET", f"http://{lb}/kv/greeting") == (200, b"hello")

@@ -88,6 +88,48 @@ def test_train_writes_a_prior_the_river_model_uses(trace_dir: Path, tmp_path: Pa
     assert np.isfinite(res["mae"])
 
 
+def test_a_prior_trained_into_the_state_dir_is_what_watch_and_plan_use(trace_dir: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sculpt train`` writes ``<state dir>/priors/<profile>.prior``; the live sculptor of a fleet of that
+    profile in that state dir builds its river model with it (and says so); another profile's does not."""
+    from sculpt.app.sculptor import open_service
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SCULPT_HOME", str(home))
+    r = CliRunner().invoke(app, ["train", "--traces", str(trace_dir), "--profile", "batch", "--no-evaluate"])
+    assert r.exit_code == 0, r.output
+    assert (home / "priors" / "batch.prior").is_file()
+    assert "sculpt plan" in r.output
+    spec = tmp_path / "sculpt.yaml"
+    for profile, used in (("batch", True), ("general", False)):
+        spec.write_text(f"fleet: web\nprovider: local\nprofile: {profile}\nshape: std-0.5c-512m\nregion: local-a\n")
+        opened = open_service(spec, mode="recommend", model="river", lock=False, recover=False, save=False)
+        try:
+            primary = opened.service.guard.primary
+            assert (getattr(primary, "prior", None) is not None) is used
+            assert any("cold-start prior" in n for n in opened.notes) is used
+        finally:
+            opened.close()
+
+
+def test_replay_prior_blends_the_trained_prior_in(trace_dir: Path, tmp_path: Path) -> None:
+    """``sculpt replay --prior FILE`` replays with the prior (its sculpt figures differ from a replay without
+    it on these 3-day traces, whose first two days are the prior's); bad uses are one-line errors."""
+    out = tmp_path / "general.prior"
+    assert CliRunner().invoke(app, ["train", "--traces", str(trace_dir), "--out", str(out), "--no-evaluate"]).exit_code == 0
+    files = [str(f) for f in sorted(trace_dir.glob("vm_*.csv.gz"))]
+    runs = {}
+    for extra in ([], ["--prior", str(out)]):
+        r = CliRunner().invoke(app, ["replay", *files, "--model", "river", "--policy", "sculpt", "--json", *extra])
+        assert r.exit_code == 0, r.output
+        runs[bool(extra)] = json.loads(r.stdout)["policies"]["sculpt"]
+    assert runs[True] != runs[False]
+    r = CliRunner().invoke(app, ["replay", *files, "--model", "last-value", "--prior", str(out)])
+    assert r.exit_code == 1 and "--prior needs" in r.output
+    r = CliRunner().invoke(app, ["replay", *files, "--model", "river", "--prior", str(tmp_path / "none.prior")])
+    assert r.exit_code == 1 and "no prior at" in r.output
+
+
 def test_train_rejects_an_unknown_profile(trace_dir: Path) -> None:
     r = CliRunner().invoke(app, ["train", "--traces", str(trace_dir), "--profile", "gpu-heavy"])
     assert r.exit_code == 1 and "unknown profile" in r.output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import signal
 import threading
 import time
@@ -153,24 +152,17 @@ def test_torn_last_wal_line_is_ignored(start_app: Spawn, tmp_path: Path) -> None
                                                               "deleted": []}
 
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.eE+-]+|\+Inf|NaN)$')
-
-
 def parse_prometheus(text: str) -> dict[str, float]:
-    """A strict reader of the text format's sample lines; raises on any malformed line."""
+    """Sample -> value, read by ``prometheus_client``'s parser (it raises on a malformed line); the key is
+    the sample name with its labels sorted (``name{a="1",b="2"}``). Every family must hold samples."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     out: dict[str, float] = {}
-    typed: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            typed.add(line.split()[2])
-            continue
-        if line.startswith("#") or not line:
-            continue
-        m = _SAMPLE.match(line)
-        assert m, f"malformed sample line: {line!r}"
-        base = re.sub(r"_(bucket|sum|count|total)$", "", m.group(1))
-        assert m.group(1) in typed or base in typed or f"{base}_total" in typed, f"untyped metric {m.group(1)}"
-        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    for fam in text_string_to_metric_families(text):
+        assert fam.samples, f"family {fam.name} has no samples"
+        for s in fam.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[s.name + (f"{{{labels}}}" if labels else "")] = s.value
     return out
 
 
@@ -184,9 +176,10 @@ def test_metrics_parse_and_count_requests(start_app: Spawn) -> None:
     status, text = call(port, "GET", "/metrics")
     assert status == 200
     m = parse_prometheus(text.decode())
-    assert m['demoapp_requests_total{endpoint="kv",code="200"}'] == 7
-    assert m['demoapp_requests_total{endpoint="kv",code="404"}'] == 1
-    assert m['demoapp_requests_total{endpoint="work",code="200"}'] == 1
+    assert m['demoapp_requests_total{code="200",endpoint="kv"}'] == 7
+    assert m['demoapp_requests_total{code="404",endpoint="kv"}'] == 1
+    assert m['demoapp_requests_total{code="200",endpoint="work"}'] == 1
+    assert m['demoapp_info{instance_id="a"}'] == 1
     assert m["demoapp_keys"] == 7 and m["demoapp_seq"] == 7
     assert m["demoapp_in_flight"] == 1  # this scrape
     assert m["process_cpu_seconds_total"] >= 0.03

@@ -33,14 +33,14 @@ def test_replay_json_shape_and_report(tmp_path: Path) -> None:
     r = runner.invoke(app, ["replay", str(d), "--model", "last-value", "--json", "--per-trace", "--report", str(report)])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert set(data) == {"policies", "traces", "trace_hours", "elapsed_s", "per_trace"}
+    assert set(data) == {"policies", "traces", "trace_hours", "elapsed_s", "per_trace", "headline"}
     assert list(data["policies"]) == ["static", "reactive", "sculpt", "oracle"]
     for m in data["policies"].values():
         assert set(m) == {"cost_usd", "underprovisioned_fraction", "oom_events", "migrations"}
     assert data["traces"] == 2 and data["trace_hours"] == 100.0
     assert set(data["per_trace"]) == {"app0", "app1"}
     html = report.read_text()
-    assert html.count("<svg") >= 4 and "Per trace" in html and "app0" in html
+    assert html.count("<svg") >= 4 and "Per trace" in html and "app0" in html and "Headline" in html
 
 
 def test_replay_table_and_policy_subset(tmp_path: Path) -> None:

@@ -52,16 +52,23 @@ def test_reads(api: tuple[str, SculptorService, Any]) -> None:
         assert c.get("/openapi.json").json()["info"]["title"] == "sculpt"
         text = c.get("/metrics").text
     assert 'sculpt_ticks_total{stack="web"} 90.0' in text
-    for name in ("sculpt_tick_latency_ms", "sculpt_predicted_cpu_cores", "sculpt_confidence",
-                 "sculpt_decisions_total", "sculpt_cost_usd_per_hour", "sculpt_migrations_total"):
+    for name in ("sculpt_last_tick_duration_seconds", "sculpt_predicted_cpu_cores", "sculpt_confidence",
+                 "sculpt_decisions_total", "sculpt_cost_usd_per_hour"):
         assert f"# TYPE {name}" in text
+    # a family with no sample yet is left out (no morph was asked for): tests/sculptor/test_exposition.py
+    assert ("sculpt_migrations_total" in text) == bool(svc.counters["migrations"])
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}])
-def test_writes_need_the_token(api: tuple[str, SculptorService, list[FleetSpec]], headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(("headers", "said", "challenge"), [
+    ({}, "no bearer token", "Bearer"),
+    ({"Authorization": "Bearer wrong"}, "the bearer token is wrong", 'Bearer error="invalid_token"'),
+    ({"Authorization": f"Basic {TOKEN}"}, "not 'Bearer <token>'", 'Bearer error="invalid_token"')])
+def test_writes_need_the_token(api: tuple[str, SculptorService, list[FleetSpec]], headers: dict[str, str],
+                               said: str, challenge: str) -> None:
     url, svc, saved = api
     r = httpx.put(f"{url}/v1/fleets/web/requirements", json={"profile": "low-latency"}, headers=headers, timeout=10)
-    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.status_code == 401 and r.headers["www-authenticate"] == challenge
+    assert said in r.json()["error"] and "$SCULPT_API_TOKEN" in r.json()["fix"]
     assert svc.spec.profile == "general" and saved == []
 
 
@@ -125,3 +132,19 @@ def test_parse_address() -> None:
     assert parse_address("9000") == ("127.0.0.1", 9000)
     with pytest.raises(ConfigError):
         parse_address("host:http")
+
+
+def test_a_busy_port_is_one_error_naming_it(capfd: pytest.CaptureFixture[str]) -> None:
+    """Bound before uvicorn starts: no uvicorn ``ERROR: [Errno 98]`` log line beside sculpt's own."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as e:
+            serve(create_app({}, token=TOKEN), f"127.0.0.1:{port}")
+    assert f"127.0.0.1:{port}" in e.value.message and "in use" in e.value.message
+    assert "--api" in (e.value.fix or "")
+    out, err = capfd.readouterr()
+    assert "Errno" not in out + err and "ERROR" not in out + err
