@@ -22,6 +22,13 @@ def emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
+def utc(t: float) -> str:
+    """UNIX seconds as ``YYYY-MM-DD HH:MM:SS`` in UTC (the text views of ``history`` and ``events``)."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
 def warn(message: str) -> None:
     typer.echo(f"warning: {message}", err=True)
 

@@ -15,14 +15,10 @@ from typing import Annotated
 
 import typer
 
-from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, StackOpt, emit_json
+from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, StackOpt, emit_json, utc
 from sculpt.ledger import EVENT_KINDS as KINDS
 
 POLL_S = 0.5
-
-
-def _utc(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
 
 def command(
@@ -60,7 +56,7 @@ def command(
                 if json_out:
                     typer.echo(json.dumps(e.to_json(), default=str))
                 else:
-                    typer.echo(f"{e.seq:>6}  {_utc(e.time)}  {e.kind:<12}  {e.summary}")
+                    typer.echo(f"{e.seq:>6}  {utc(e.time)}  {e.kind:<12}  {e.summary}")
                 after = e.seq
             if not follow:
                 return

@@ -14,13 +14,7 @@ from typing import Any
 
 import typer
 
-from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, StackOpt, emit_json, is_tty, open_stack
-
-
-def _utc(t: float) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+from sculpt.cli._common import DEFAULT_SPEC, JsonOpt, SpecOpt, StackOpt, emit_json, is_tty, open_stack, utc
 
 
 def _slots(fleet: dict[str, Any]) -> str:
@@ -53,11 +47,11 @@ def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None, json_out: Json
     for col in ("version", "time (UTC)", "result", "kind", "slots", "message"):
         t.add_column(col, justify="right" if col == "version" else "left")
     for v in versions:
-        t.add_row(str(v.version), _utc(v.time), v.result, v.kind, _slots(v.fleet), v.message)
+        t.add_row(str(v.version), utc(v.time), v.result, v.kind, _slots(v.fleet), v.message)
         own = steps[v.version]
         if len(own) == 1 and own[0].result == v.result and own[0].message in (v.message, v.kind):
             continue
         for s in own:
-            t.add_row("", f"  {_utc(s.time)}", f"  {s.result}", f"  step {s.step}", f"  {_slots(s.fleet)}",
+            t.add_row("", f"  {utc(s.time)}", f"  {s.result}", f"  step {s.step}", f"  {_slots(s.fleet)}",
                       f"  {s.message}")
     Console(width=None if is_tty() else 160).print(t)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -19,7 +17,7 @@ from hypothesis import strategies as st
 
 from sculpt.domain.errors import ProviderError
 from sculpt.metrics.prometheus import PrometheusSource
-from tests.helpers import serving
+from tests.helpers import answering_once, serving
 
 INSTANCES = ["web-0", "web-1"]
 
@@ -113,24 +111,5 @@ def test_fuzz_prometheus_bodies(server: tuple[str, type[Served]], obj: Any, how:
                                  st.binary(max_size=80))))
 def test_fuzz_prometheus_raw_answers(reply: bytes) -> None:
     """Bytes that are not (quite) HTTP, then the connection closes."""
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        try:
-            conn, _ = srv.accept()
-        except OSError:
-            return
-        with conn:
-            try:
-                conn.recv(65536)
-                conn.sendall(reply)
-            except OSError:
-                pass
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        _check(PrometheusSource(f"http://127.0.0.1:{srv.getsockname()[1]}", {"cpu_cores": "cpu"}, timeout_s=5))
-    finally:
-        srv.close()
-        t.join(timeout=5)
+    with answering_once(reply) as url:
+        _check(PrometheusSource(url, {"cpu_cores": "cpu"}, timeout_s=5))

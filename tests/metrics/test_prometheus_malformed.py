@@ -6,8 +6,6 @@ that are not HTTP at all."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -16,7 +14,7 @@ import pytest
 
 from sculpt.domain.errors import ConfigError, ProviderError
 from sculpt.metrics.prometheus import PrometheusSource
-from tests.helpers import serving
+from tests.helpers import answering_once, serving
 
 
 class Answer(BaseHTTPRequestHandler):
@@ -105,31 +103,12 @@ def test_odd_values_and_labels_are_no_reading_not_a_crash(served: tuple[str, typ
     assert got[1][0] == 110 and got[1][1] != got[1][1] and got[2] == (120.0, 2.0)
 
 
-def _raw_server(reply: bytes) -> tuple[socket.socket, str]:
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        try:
-            conn, _ = srv.accept()
-        except OSError:
-            return
-        with conn:
-            conn.recv(65536)
-            conn.sendall(reply)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.getsockname()[1]}"
-
-
 @pytest.mark.parametrize("reply", [b"HELLO\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}", b""])
 def test_an_answer_that_is_not_http_is_one_provider_error(reply: bytes) -> None:
-    srv, url = _raw_server(reply)
-    try:
-        with pytest.raises(ProviderError, match="cannot read from Prometheus|not JSON|truncated") as e:
-            _read(url)
-        assert "\n" not in str(e.value)
-    finally:
-        srv.close()
+    with answering_once(reply) as url, pytest.raises(ProviderError,
+                                                     match="cannot read from Prometheus|not JSON|truncated") as e:
+        _read(url)
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "127.0.0.1:9090", "http://[::1", "http://a\nb"])
