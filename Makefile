@@ -22,6 +22,9 @@ first-run: $(VENV)/.installed
 	$(PY) scripts/first_run.py
 
 test: $(VENV)/.installed
+	# every `>>>` example in the package, first (a few seconds). Not folded into the run below: with
+	# --doctest-modules pytest would also import tests/'s helper modules, whose basenames repeat (conftest.py, cli_user.py)
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules sculpt
 	# two workers, one test file each at a time (files share real processes and ports within themselves)
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 

@@ -16,15 +16,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from sculpt.domain.clock import Clock
 from sculpt.domain.errors import SculptError
 from sculpt.domain.fleet import Fleet, Slot
 from sculpt.domain.spec import FleetSpec
-from sculpt.engine.base import replacements
+from sculpt.engine.base import StepwiseEngine, replacements
+from sculpt.ledger import Ledger
 from sculpt.migrate import MorphRequest, Orchestrator, Timeouts
 from sculpt.migrate.faults import Faults
 from sculpt.migrate.orchestrator import next_slot_ids
+from sculpt.migrate.port import Platform
 from sculpt.migrate.states import MorphReport, Step
 
 log = logging.getLogger("sculpt.change")
@@ -65,10 +67,11 @@ def align(current: Fleet, target: Fleet, used: list[str]) -> Fleet:
     return Fleet(spec=target.spec, slots=tuple(slots))
 
 
-def apply_change(engine: Any, platform: Any, ledger: Any, clock: Any, target: Fleet, *, kind: str, message: str,
-                 record_spec: FleetSpec | None = None, timeouts: Timeouts | None = None,
+def apply_change(engine: StepwiseEngine, platform: Platform, ledger: Ledger, clock: Clock, target: Fleet, *,
+                 kind: str, message: str, record_spec: FleetSpec | None = None, timeouts: Timeouts | None = None,
                  faults: Faults | None = None, progress: Callable[[Step], None] | None = None) -> ChangeResult:
-    """Make ``target`` real on the local engine as one version of ``kind`` (see the module doc).
+    """Make ``target`` real on a step-wise engine (``StackEngine.stepwise()``: the local one) as one version of
+    ``kind`` (see the module doc).
 
     ``platform`` is the migration platform over the same engine (``LocalPlatform``); ``record_spec`` the
     spec the version keeps (``up``: the file as written). Raises ``SculptError`` for a change that cannot
@@ -88,8 +91,8 @@ def apply_change(engine: Any, platform: Any, ledger: Any, clock: Any, target: Fl
     return result
 
 
-def _apply_change(engine: Any, platform: Any, ledger: Any, clock: Any, target: Fleet, *, kind: str, message: str,
-                  record_spec: FleetSpec | None, timeouts: Timeouts | None, faults: Faults | None,
+def _apply_change(engine: StepwiseEngine, platform: Platform, ledger: Ledger, clock: Clock, target: Fleet, *,
+                  kind: str, message: str, record_spec: FleetSpec | None, timeouts: Timeouts | None, faults: Faults | None,
                   progress: Callable[[Step], None] | None) -> ChangeResult:
     current = engine.current()
     if current is None or not current.slots:
@@ -102,6 +105,7 @@ def _apply_change(engine: Any, platform: Any, ledger: Any, clock: Any, target: F
         return ChangeResult(cmd.version, "succeeded")
     with ledger.lock(engine.stack, kind):
         current = engine.current()
+        assert current is not None  # it ran a fleet a moment ago; `down` records an empty fleet, not none
         aligned = align(current, target, [*ledger.slot_ids_ever_used(engine.stack), *(s.id for s in target.slots)])
         live = bool(engine.provider.capabilities()["live_resize"])
         replace = replacements(current, aligned, live_resize=live)
@@ -132,7 +136,7 @@ def _apply_change(engine: Any, platform: Any, ledger: Any, clock: Any, target: F
         return result
 
 
-def _record_live_moves(ledger: Any, stack: str, now: float, origin: str, before: Fleet, after: Fleet,
+def _record_live_moves(ledger: Ledger, stack: str, now: float, origin: str, before: Fleet, after: Fleet,
                        version: int) -> None:
     """Shape or region changes the agent made live in one step (the orchestrator records its own)."""
     old = {s.id: s for s in before.slots}

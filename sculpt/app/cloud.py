@@ -1,6 +1,6 @@
 """What ``sculpt watch``/``plan`` need for a cloud fleet (``engine: pulumi``): readings and a platform.
 
-Why it exists: the live loop (``sculpt.app.sculptor``) is the same for every engine; on a Pulumi stack two
+Why it exists: the live loop (``sculpt.loop``) is the same for every engine; on a Pulumi stack two
 things differ, and they are wired here so the loop stays engine-agnostic:
 
 - **readings**: CloudWatch is keyed by EC2 instance id, the loop by slot id. The engine's stack outputs
@@ -25,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ConfigError, SculptError
 from sculpt.domain.spec import FleetSpec
+from sculpt.engine.base import StackEngine
 from sculpt.metrics.aws_ids import SlotCloudWatchSource, SlotTarget, ec2_targets
 
 if TYPE_CHECKING:
     from sculpt.metrics.gcp_monitoring import GceTarget, SlotMonitoringSource
+    from sculpt.migrate.cloud import CloudPlatform
     from sculpt.migrate.gcp import GcpPlatform
+    from sculpt.migrate.orchestrator import Timeouts
     from sculpt.providers.gcp import MonitoringClient
 
 log = logging.getLogger("sculpt.cloud")
@@ -44,7 +47,7 @@ def private_reachable() -> bool:
     return os.environ.get(REACHABLE_ENV, "") in ("1", "true", "yes")
 
 
-def slot_targets(engine: Any, catalog: Catalog) -> dict[str, SlotTarget]:
+def slot_targets(engine: StackEngine, catalog: Catalog) -> dict[str, SlotTarget]:
     """Slot id -> (EC2 instance id, vCPUs of the slot's shape) from the engine's outputs and current fleet.
 
     An engine that cannot answer (CLI missing, stack gone) gives none: the loop holds with a warning."""
@@ -68,7 +71,7 @@ def _vcpus(catalog: Catalog, shape: str | None) -> float | None:
         return None
 
 
-def cloudwatch_by_slot(engine: Any, catalog: Catalog, region: str, *, endpoint_url: str | None = None,
+def cloudwatch_by_slot(engine: StackEngine, catalog: Catalog, region: str, *, endpoint_url: str | None = None,
                        client: Any = None) -> SlotCloudWatchSource:
     """CloudWatch for a Pulumi stack's slots (``--source cloudwatch``)."""
     from sculpt.metrics.cloudwatch import CloudWatchSource
@@ -107,14 +110,14 @@ def monitoring_by_slot(platform: GcpPlatform, catalog: Catalog, *,
 class CloudWiring:
     """The cloud parts of a live sculptor: a readings factory and (auto mode) the platform and timeouts."""
 
-    engine: Any
+    engine: StackEngine
     catalog: Catalog
     spec: FleetSpec
-    platform: Any = None
-    timeouts: Any = None
+    platform: CloudPlatform | None = None  # GcpPlatform on GCP; None on a provider morphs are not built for
+    timeouts: Timeouts | None = None
 
     @classmethod
-    def of(cls, engine: Any, catalog: Catalog, spec: FleetSpec, *, mode: str,
+    def of(cls, engine: StackEngine, catalog: Catalog, spec: FleetSpec, *, mode: str,
            check_credentials: bool = False) -> CloudWiring:
         """For ``engine: pulumi``. On AWS and GCP the platform is built in every mode (crash recovery of a
         morph needs it); in auto mode what cannot be morphed safely is refused here (one line, with the

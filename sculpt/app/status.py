@@ -7,18 +7,30 @@ address; on GCP the managed instance group's instance names instead) and the clo
 produce the same keys, so the verbs print one table and one ``--json`` shape.
 
 It also says what each instance should run, as the Kubernetes VPA does (``recommend``): the
-``lower_bound`` / ``target`` / ``upper_bound`` shapes that hold the forecast interval's low / median / high,
-from the live loop (``service_recommendations``, the API) or from the model the stack's watcher last
-checkpointed in the ledger (``checkpoint_recommendations``, ``sculpt status``: another process).
+``lower_bound`` / ``target`` / ``upper_bound`` shapes are the cheapest that fit the forecast with probability
+5 % / 50 % / 95 %, read from the one shape distribution (``sculpt.decide.distribution``, the Plan's), from the
+live loop (``service_recommendations``, the API) or from the model the stack's watcher last checkpointed in
+the ledger (``checkpoint_recommendations``, ``sculpt status``: another process).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from sculpt.decide.distribution import (
+    Fit,
+    FitColumns,
+    cheapest_distribution,
+    cheapest_fitting,
+    fit_probabilities,
+    upper,
+)
+from sculpt.domain.catalog import CatalogArrays
 from sculpt.domain.errors import SculptError
 
 log = logging.getLogger("sculpt.status")
@@ -26,28 +38,15 @@ log = logging.getLogger("sculpt.status")
 
 def stack_status(w: Any) -> dict[str, Any] | None:
     """The running stack of wiring ``w`` (see ``sculpt.app.wiring.Wiring``), or ``None`` when nothing runs."""
-    engine = w.engine
-    if hasattr(engine, "provider"):
-        return engine.provider.status()  # type: ignore[no-any-return]
-    fleet = engine.current()
-    if fleet is None:
-        return None
-    outputs = engine.outputs()
-    rows = dict(outputs.get("instances") or {})
+    view: dict[str, Any] | None = w.engine.status()
+    if view is None or w.engine.reports_health:
+        return view
     health, names, notes = _cloud_health(w)
-    instances = []
-    for s in fleet.slots:
-        row = dict(rows.get(s.id) or {})
-        instances.append({
-            "id": s.id, "shape": s.shape, "region": s.region, "colour": s.colour, "weight": s.weight,
-            "healthy": health.get(s.id), "instance_id": row.get("id") or names.get(s.id),
-            "address": row.get("private_ip"),
-            "pid": None, "cpu_limit": None, "mem_limit_mb": None, "enforcement": "instance type", "restarts": 0,
-        })
-    url = str(outputs.get("url") or "")
-    address = url.split("://", 1)[-1] or None  # host:port, as the local load balancer reports it
-    return {"enforcement": "instance type", "live_resize": False, "agent_pid": None,
-            "lb": {"address": address}, "instances": instances, "notes": notes}
+    for row in view["instances"]:
+        row["healthy"] = health.get(row["id"])
+        row["instance_id"] = row["instance_id"] or names.get(row["id"])
+    view["notes"] = notes
+    return view
 
 
 def _cloud_health(w: Any) -> tuple[dict[str, bool], dict[str, str], list[str]]:
@@ -74,102 +73,82 @@ def _cloud_health(w: Any) -> tuple[dict[str, bool], dict[str, str], list[str]]:
 
 # -- recommendations (what the Kubernetes VPA calls lowerBound / target / upperBound) ---------------------------
 BOUNDS = ("lower_bound", "target", "upper_bound")
-
-
-@dataclass(frozen=True)
-class Demand:
-    """One instance's forecast demand over the horizon: (low, point, high) CPU cores and memory GiB.
-
-    ``low``/``high`` come from the forecast interval, ``point`` is its median; memory may be NaN (unread)."""
-
-    cpu: tuple[float, float, float]
-    mem: tuple[float, float, float]
-    confidence: float = math.nan
-
-    def ordered(self) -> Demand:
-        """low <= point <= high per resource, so the bounds' shapes can never cross."""
-        def fix(v: tuple[float, float, float]) -> tuple[float, float, float]:
-            lo, pt, hi = (x if math.isfinite(x) and x >= 0 else math.nan for x in v)
-            if math.isnan(pt):
-                pt = hi if not math.isnan(hi) else lo
-            if math.isnan(pt):
-                return math.nan, math.nan, math.nan
-            lo = pt if math.isnan(lo) else min(lo, pt)
-            hi = pt if math.isnan(hi) else max(hi, pt)
-            return lo, pt, hi
-
-        return Demand(fix(self.cpu), fix(self.mem), self.confidence)
-
-
-def _size_order(arrays: Any, allowed: Any) -> list[int]:
-    """Allowed offerings from smallest to largest: cores, then memory, then price."""
-    idx = [i for i in range(len(arrays)) if bool(allowed[i]) and math.isfinite(float(arrays.price[i]))]
-    return sorted(idx, key=lambda i: (float(arrays.vcpu[i]), float(arrays.memory_gib[i]), float(arrays.price[i]),
-                                      str(arrays.names[i])))
-
-
-def _fit(arrays: Any, order: list[int], cpu: float, mem: float, cap: float) -> tuple[int, bool]:
-    """The smallest allowed offering whose ``cap`` share holds (cpu, mem); the largest (and False) when none
-    does. The allowed set only shrinks as demand grows, so bigger demand never gets a smaller shape."""
-    m = 0.0 if math.isnan(mem) else mem
-    for i in order:
-        if float(arrays.vcpu[i]) * cap >= cpu and float(arrays.memory_gib[i]) * cap >= m:
-            return i, True
-    return order[-1], False
+LEVELS = (0.05, 0.5, 0.95)  # the fit probability each bound needs
 
 
 def _f(x: float, n: int = 4) -> float | None:
     return round(x, n) if math.isfinite(x) else None
 
 
-def recommend(arrays: Any, allowed: Any, cap: float, demand: Demand, current: str | None,
-              plan_note: str | None = None, source: str = "the forecast") -> dict[str, Any]:
-    """The recommended shapes for one instance: ``lower_bound`` (fits the interval's low), ``target`` (fits
-    the median) and ``upper_bound`` (fits the interval's high), each the smallest allowed shape of
-    ``arrays`` whose ``cap`` share (the SLO's max utilisation) holds that CPU and memory, with its cores
-    and memory; ``why`` says so in one line. Without a usable forecast the bounds are ``None``."""
-    d = demand.ordered()
-    order = _size_order(arrays, allowed)
-    out: dict[str, Any] = {b: None for b in BOUNDS}
-    out.update({"current": current, "utilisation_cap": cap, "confidence": _f(demand.confidence),
-                "demand": {"cpu_cores": dict(zip(("low", "point", "high"), map(_f, d.cpu), strict=True)),
-                           "memory_gib": dict(zip(("low", "point", "high"), map(_f, d.mem), strict=True))}})
-    if not order:
-        out["why"] = "no allowed shape has a price in this region (check `families` and `sculpt catalog`)"
-        return out
-    if math.isnan(d.cpu[1]):
-        out["why"] = f"no forecast yet from {source}: `sculpt watch` learns the fleet's demand first"
-        return out
-    fits: list[bool] = []
-    for bound, k in zip(BOUNDS, range(3), strict=True):
-        i, ok = _fit(arrays, order, d.cpu[k], d.mem[k], cap)
-        fits.append(ok)
-        out[bound] = {"shape": str(arrays.names[i]), "cpu_cores": float(arrays.vcpu[i]),
-                      "memory_gib": float(arrays.memory_gib[i]), "usd_per_hour": _f(float(arrays.price[i]), 6)}
-    mem = "memory unread" if math.isnan(d.mem[1]) else f"{d.mem[1]:.2f} GiB"
-    why = (f"target {out['target']['shape']} holds the median {d.cpu[1]:.2f} cores / {mem} at <= {cap:.0%} use; "
-           f"the interval {d.cpu[0]:.2f}-{d.cpu[2]:.2f} cores gives {out['lower_bound']['shape']} .. "
-           f"{out['upper_bound']['shape']} ({source}")
-    why += f", confidence {demand.confidence:.0%})" if math.isfinite(demand.confidence) else ")"
-    if not all(fits):
-        why += "; no allowed shape holds the " + ("median" if not fits[1] else "high") + ", so the largest is named"
-    if current is not None and current != out["target"]["shape"]:
-        why += f"; runs {current} now" + (f" ({plan_note})" if plan_note else "")
-    out["why"] = why
+def recommend(arrays: CatalogArrays, allowed: np.ndarray | None, cap: float, forecast: FitColumns,
+              current: Sequence[str | None], *, confidence: np.ndarray | None = None,
+              notes: Sequence[str | None] | None = None, source: str = "the forecast") -> list[dict[str, Any]]:
+    """The recommended shapes for each stream (row) of ``forecast``, from the one shape distribution
+    (``sculpt.decide.distribution``): ``lower_bound`` / ``target`` / ``upper_bound`` are the cheapest allowed
+    shapes of ``arrays`` that fit the forecast within ``cap`` (the SLO's max utilisation) with probability
+    at least 5 % / 50 % / 95 %, each with its cores, memory, price and ``p_fit``; ``distribution`` is
+    P(shape is the cheapest that fits), as in the Plan; ``why`` says so in one line. Shapes without a
+    price are never recommended. Without a finite CPU p50 and p95 the bounds are ``None``."""
+    priced = np.isfinite(arrays.price) & (np.ones(len(arrays), dtype=bool) if allowed is None
+                                          else np.asarray(allowed, dtype=bool))
+    fit = fit_probabilities(arrays, forecast, cap)
+    picks = [cheapest_fitting(fit, priced, level) for level in LEVELS]
+    c50, c95 = np.asarray(forecast.cpu_p50, np.float64), upper(forecast.cpu_p95, forecast.cpu_hi)
+    m50, m95 = np.asarray(forecast.mem_p50, np.float64), upper(forecast.mem_p95, forecast.mem_hi)
+    out = []
+    for k in range(fit.shape[0]):
+        conf = float(confidence[k]) if confidence is not None else math.nan
+        rec: dict[str, Any] = {b: None for b in BOUNDS}
+        rec.update({"current": current[k], "utilisation_cap": cap, "confidence": _f(conf),
+                    "levels": dict(zip(BOUNDS, LEVELS, strict=True)),
+                    "demand": {"cpu_cores": {"p50": _f(float(c50[k])), "p95": _f(float(c95[k]))},
+                               "memory_gib": {"p50": _f(float(m50[k])), "p95": _f(float(m95[k]))}},
+                    "distribution": {}})
+        out.append(rec)
+        if not priced.any():
+            rec["why"] = "no allowed shape has a price in this region (check `families` and `sculpt catalog`)"
+            continue
+        if not (math.isfinite(float(c50[k])) and math.isfinite(float(c95[k]))):  # the decision holds on it too
+            rec["why"] = f"no forecast yet from {source}: `sculpt watch` learns the fleet's demand first"
+            continue
+        for bound, (idx, _) in zip(BOUNDS, picks, strict=True):
+            j = int(idx[k])
+            rec[bound] = {"shape": str(arrays.names[j]), "cpu_cores": float(arrays.vcpu[j]),
+                          "memory_gib": float(arrays.memory_gib[j]), "usd_per_hour": _f(float(arrays.price[j]), 6),
+                          "p_fit": _f(float(fit[k, j]))}
+        rec["distribution"] = cheapest_distribution(arrays, fit[k], priced)
+        rec["why"] = _why(rec, [bool(found[k]) for _, found in picks], source, conf,
+                          notes[k] if notes is not None else None)
     return out
 
 
-def allowed_of(spec: Any, arrays: Any) -> Any:
+def _why(rec: dict[str, Any], found: list[bool], source: str, confidence: float, note: str | None) -> str:
+    d, cap = rec["demand"], rec["utilisation_cap"]
+    tgt, lo, hi = rec["target"], rec["lower_bound"], rec["upper_bound"]
+    mem = ("memory unread" if d["memory_gib"]["p50"] is None
+           else f"{d['memory_gib']['p50']:.2f}-{d['memory_gib']['p95'] or 0:.2f} GiB")
+    why = (f"target {tgt['shape']} is the cheapest allowed shape that holds the forecast (p50-p95 "
+           f"{d['cpu_cores']['p50']:.2f}-{d['cpu_cores']['p95'] or 0:.2f} cores, {mem}) at <= {cap:.0%} use "
+           f"with probability {tgt['p_fit']:.0%}; {lo['shape']} .. {hi['shape']} fit with >= 5% .. >= 95% "
+           f"({source}")
+    why += f", confidence {confidence:.0%})" if math.isfinite(confidence) else ")"
+    missing = [f"{level:.0%}" for level, ok in zip(LEVELS, found, strict=True) if not ok]
+    if missing:
+        why += f"; no allowed shape fits with >= {missing[0]}, so the likeliest to fit is named"
+    if rec["current"] is not None and rec["current"] != tgt["shape"]:
+        why += f"; runs {rec['current']} now" + (f" ({note})" if note else "")
+    return why
+
+
+def allowed_of(spec: Any, arrays: CatalogArrays) -> np.ndarray:
     from sculpt.decide.decision import family_mask
 
     return family_mask(arrays, spec.families)
 
 
 def service_recommendations(svc: Any) -> dict[str, dict[str, Any]]:
-    """Slot id -> recommendation for the instances of a running ``SculptorService``'s last tick: the model's
-    interval (low) and the forecast floored by the latest readings (point, high), as the decision sees it."""
-    import numpy as np
-
+    """Slot id -> recommendation for the instances of a running ``SculptorService``'s last tick, from the
+    forecast the decision sees (``forecast_now``: the model's, floored by the latest readings)."""
     last = svc.last
     if last is None or not last.instances:
         return {}
@@ -178,32 +157,30 @@ def service_recommendations(svc: Any) -> dict[str, dict[str, Any]]:
         if not slots:
             return {}
         rows = np.array([svc.port.row_of[s] for s in slots], dtype=np.int64)
-        fc, floored = svc._forecast(rows)
+        _, floored = svc.forecast_now(rows)
         arrays = svc.port.arrays
         allowed = allowed_of(svc.spec, arrays)
         cap = float(svc.cost.utilisation_cap)
     by_slot = {i.slot: i for i in last.instances}
-    out = {}
-    for k, slot in enumerate(slots):
-        demand = Demand(cpu=(float(fc.cpu_lo[k]), float(floored.cpu_p50[k]), float(floored.cpu_p95[k])),
-                        mem=(float(fc.mem_lo[k]), float(floored.mem_p50[k]), float(floored.mem_p95[k])),
-                        confidence=float(floored.confidence[k]))
-        inst = by_slot[slot]
-        note = f"plan: {inst.decision}, {inst.reason}" if inst.decision else None
-        out[slot] = recommend(arrays, allowed, cap, demand, inst.shape, note, source=f"model {svc.guard.name}")
-    return out
+    insts = [by_slot[s] for s in slots]
+    recs = recommend(arrays, allowed, cap, floored, [i.shape for i in insts],
+                     confidence=np.asarray(floored.confidence, dtype=np.float64),
+                     notes=[f"plan: {i.decision}, {i.reason}" if i.decision else None for i in insts],
+                     source=f"model {svc.guard.name}")
+    return dict(zip(slots, recs, strict=True))
 
 
 def checkpoint_recommendations(w: Any, instances: list[dict[str, Any]],
                                now: float | None = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Slot id -> recommendation for a stack's running ``instances`` (``sculpt status``), from the model the
     stack's watcher last checkpointed in the ledger (``sculpt watch`` saves it every 30 ticks and at exit);
-    no checkpoint, no recommendation (and a note saying how to get one)."""
+    no checkpoint, no recommendation (and a note saying how to get one). Another process has no fresh
+    readings, so the forecast is the model's own (no nowcast floor)."""
     import time
 
-    from sculpt.app.sculptor import checkpoint_key, cost_model_for, stream_names
-    from sculpt.decide.decision import upper
+    from sculpt.decide.cost import cost_model_for
     from sculpt.forecast import persist
+    from sculpt.loop.service import checkpoint_key, stream_names
 
     spec = w.spec
     if spec is None or not instances:
@@ -228,22 +205,20 @@ def checkpoint_recommendations(w: Any, instances: list[dict[str, Any]],
     except Exception as e:  # noqa: BLE001 - a model that cannot forecast here never stops `sculpt status`
         log.debug("checkpointed model failed to forecast", exc_info=True)
         return {}, [f"no recommendations: the checkpointed model '{model}' could not forecast ({type(e).__name__})"]
-    cpu_hi, mem_hi = upper(fc.cpu_p95, fc.cpu_hi), upper(fc.mem_p95, fc.mem_hi)  # as the decision trusts them
-    by_region: dict[str, Any] = {}
     age = max(0.0, (time.time() if now is None else now) - when)
     source = f"model {model} checkpointed {_age(age)} ago"
-    out = {}
     shapes = {str(i["id"]): (i.get("shape"), i.get("region") or spec.region) for i in instances}
-    for k, sid in enumerate(ids):
-        shape, region = shapes[sid]
-        if region not in by_region:
-            arrays = w.catalog.arrays(region)
-            by_region[region] = (arrays, allowed_of(spec, arrays))
-        arrays, allowed = by_region[region]
-        demand = Demand(cpu=(float(fc.cpu_lo[k]), float(fc.cpu_p50[k]), float(cpu_hi[k])),
-                        mem=(float(fc.mem_lo[k]), float(fc.mem_p50[k]), float(mem_hi[k])),
-                        confidence=float(fc.confidence[k]))
-        out[sid] = recommend(arrays, allowed, cm.utilisation_cap, demand, shape, source=source)
+    out: dict[str, dict[str, Any]] = {}
+    for region in sorted({r for _, r in shapes.values()}):
+        ks = [k for k, sid in enumerate(ids) if shapes[sid][1] == region]
+        arrays = w.catalog.arrays(region)
+        rows = np.array(ks, dtype=np.int64)
+        part = Fit(*(np.asarray(v, dtype=np.float64)[rows] for v in (fc.cpu_p50, fc.cpu_p95, fc.cpu_hi, fc.mem_p50,
+                                                                      fc.mem_p95, fc.mem_hi)))
+        recs = recommend(arrays, allowed_of(spec, arrays), cm.utilisation_cap, part,
+                         [shapes[ids[k]][0] for k in ks], confidence=np.asarray(fc.confidence, np.float64)[rows],
+                         source=source)
+        out.update({ids[k]: rec for k, rec in zip(ks, recs, strict=True)})
     return out, []
 
 

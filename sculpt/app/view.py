@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from sculpt.app.sculptor import SculptorService, TickReport
+from sculpt.loop.report import TickReport
+from sculpt.loop.service import SculptorService
 
 BARS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 16  # utilisation samples shown per instance

@@ -10,15 +10,21 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sculpt.catalog import load_catalog, refreshed_path
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ConfigError, SculptError
 from sculpt.domain.fleet import Fleet, Slot
 from sculpt.domain.spec import FleetSpec, check_regions, load_spec, parse_stored_spec
-from sculpt.engine.local import LocalEngine
+from sculpt.engine.base import StackEngine
+from sculpt.engine.registry import engine_for
 from sculpt.ledger import Ledger, state_dir
+
+if TYPE_CHECKING:
+    from sculpt.migrate.cloud import CloudPlatform
+    from sculpt.migrate.local import LocalPlatform
+    from sculpt.migrate.orchestrator import Timeouts
 
 log = logging.getLogger("sculpt.wiring")
 
@@ -31,7 +37,7 @@ class Wiring:
     state_dir: Path
     ledger: Ledger
     catalog: Catalog
-    engine: Any  # a StackEngine
+    engine: StackEngine
     spec: FleetSpec | None = None
     spec_path: Path | None = None
 
@@ -138,30 +144,6 @@ def desired_fleet(spec: FleetSpec, current: Fleet | None, *, base: FleetSpec | N
     return Fleet(spec=out, slots=tuple(s.model_copy(update={"weight": 100}) for s in slots))
 
 
-def make_engine(spec: FleetSpec, ledger: Ledger, catalog: Catalog, home: Path, *,
-                apply_timeout_s: float = 30.0) -> Any:
-    """The engine for ``spec.engine``/``spec.provider`` (``apply_timeout_s``: how long local instances may
-    take to become healthy)."""
-    if spec.engine == "local":
-        if spec.provider != "local":
-            raise ConfigError(f"`sculpt up` runs provider 'local' on the local engine, not '{spec.provider}'",
-                              "set provider: local in sculpt.yaml ('sim' runs under `sculpt replay`)")
-        from sculpt.providers.local.provider import LocalProvider
-
-        provider = LocalProvider(home, spec.fleet, catalog=catalog, timeout_s=apply_timeout_s)
-        return LocalEngine(spec.fleet, ledger, catalog, provider)
-    try:
-        from sculpt.engine import pulumi_engine
-    except ImportError:
-        raise ConfigError(f"engine '{spec.engine}' is not available in this installation",
-                          "set engine: local, or install sculpt[aws] / sculpt[gcp]") from None
-    factory = getattr(pulumi_engine, "make_engine", None)
-    if factory is None:
-        raise ConfigError(f"engine '{spec.engine}' is not available in this installation",
-                          "set engine: local")
-    return factory(spec, ledger, catalog, home)
-
-
 def catalog_for(spec: FleetSpec, home: Path, spec_dir: Path | None = None) -> Catalog:
     """The catalog a stack prices with: ``catalog_file`` from the spec (relative to the spec), else the one
     ``sculpt catalog refresh`` wrote to ``<state dir>/catalog/<provider>.csv``, else the built-in one."""
@@ -180,20 +162,17 @@ def wire(spec_path: str | Path, *, apply_timeout_s: float = 30.0) -> Wiring:
     catalog = catalog_for(spec, home, path.resolve().parent)
     check_regions(spec, catalog.regions(), str(path))  # before the ledger: a refused spec writes nothing
     ledger = Ledger(home / "ledger.db")
-    engine = make_engine(spec, ledger, catalog, home, apply_timeout_s=apply_timeout_s)
+    engine = engine_for(spec, home, ledger, catalog, apply_timeout_s=apply_timeout_s)
     adopt_backend_history(engine)
     return Wiring(spec.fleet, home, ledger, catalog, engine, spec, path)
 
 
-def adopt_backend_history(engine: Any) -> None:
+def adopt_backend_history(engine: StackEngine) -> None:
     """Bring this machine's ledger up to the stack's history when the engine keeps it elsewhere (a shared
-    Pulumi backend; see ``PulumiEngine.adopt``). A backend that cannot be read (no CLI, no credentials) is
-    left for the verb itself to report, in its own words."""
-    adopt = getattr(engine, "adopt", None)
-    if adopt is None:
-        return
+    Pulumi backend; see ``PulumiEngine.adopt``; the local engine has nothing to adopt). A backend that cannot
+    be read (no CLI, no credentials) is left for the verb itself to report, in its own words."""
     try:
-        n = adopt()
+        n = engine.adopt()
     except SculptError as e:
         log.debug("could not read the stack's history from its backend: %s", e)
         return
@@ -222,7 +201,7 @@ def wire_stack(stack: str | None, spec_path: str | Path) -> Wiring:
         raise NotFoundError(f"stack '{stack}' has no history in {home}", "run `sculpt up` first")
     spec = parse_stored_spec(last.spec, f"stack '{stack}'")
     catalog = catalog_for(spec, home)
-    engine = make_engine(spec, ledger, catalog, home)
+    engine = engine_for(spec, home, ledger, catalog)
     adopt_backend_history(engine)
     return Wiring(stack, home, ledger, catalog, engine, spec, None)
 
@@ -237,7 +216,7 @@ def recover_unfinished(w: Wiring) -> list[str]:
     from sculpt.migrate import recover
     from sculpt.migrate.recovery import orphaned
 
-    if getattr(w.engine, "name", None) == "local":
+    if w.engine.stepwise() is not None:  # the local migration platform, rebuilt from the ledger
         reports = recover(w.state_dir, w.stack, ledger=w.ledger)
     else:
         if not orphaned(w.ledger, w.stack) or w.spec is None:
@@ -252,21 +231,22 @@ def recover_unfinished(w: Wiring) -> list[str]:
     return [f"recovered interrupted morph {r.migration_id}: {r.result}" for r in reports]
 
 
-def morph_platform(w: Wiring) -> tuple[Any, Any]:
+def morph_platform(w: Wiring) -> tuple[LocalPlatform, None] | tuple[CloudPlatform, Timeouts]:
     """The migration platform and step timeouts for ``sculpt morph`` on this stack's engine.
 
-    ``local``: the agent's platform (the agent must be running). ``pulumi`` on AWS or GCP: the cloud
-    platform (each step a stack update, health from the ALB or from the colour's managed instance group);
+    A step-wise engine (``local``): the agent's platform (the agent must be running), no timeouts (the
+    verb's defaults). ``pulumi`` on AWS or GCP: the cloud platform (each step a stack update, health from the ALB or from the colour's managed instance group);
     what it cannot morph safely, and GCP without Compute API credentials, is refused in one line.
     """
     from sculpt.domain.errors import ProviderError
     from sculpt.migrate import Timeouts
 
     assert w.spec is not None
-    if w.engine.name == "local":
+    stepwise = w.engine.stepwise()
+    if stepwise is not None:
         from sculpt.migrate.local import LocalPlatform
 
-        platform = LocalPlatform(w.engine, w.state_dir)
+        platform = LocalPlatform(stepwise, w.state_dir)
         if not platform.client.running():
             raise ProviderError(f"no agent is running for stack '{w.stack}'", "run `sculpt up` first")
         return platform, None

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 
-from sculpt.cli.bench import app
 from sculpt.cli.bench_replay import machine, machine_note
 
 MODELS = "last-value,seasonal-naive,river,lstm,ensemble"
@@ -22,7 +21,6 @@ def _fmt(v: object) -> str:
     return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-@app.command("forecast")
 def bench_forecast(
     traces: Annotated[Path, typer.Option("--traces", help="directory of Bitbrains or NAB trace CSVs")],
     models: Annotated[str, typer.Option("--models", help="comma-separated model names")] = MODELS,
@@ -90,7 +88,6 @@ def bench_forecast(
         typer.echo(f"note: {n}")
 
 
-@app.command("forecast-tick")
 def bench_forecast_tick(
     streams: Annotated[int, typer.Option("--streams", min=1)] = 10_000,
     ticks: Annotated[int, typer.Option("--ticks", min=1)] = 36,

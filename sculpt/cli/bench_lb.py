@@ -18,8 +18,6 @@ from typing import Annotated, cast
 
 import typer
 
-from sculpt.cli.bench import app
-
 
 def closed_loop(host: str, port: int, path: str, connections: int, duration_s: float,
                 warmup_s: float = 0.3) -> dict[str, float]:
@@ -207,7 +205,6 @@ def run_bench(duration_s: float, connections: int, path: str, work_path: str | N
     return out
 
 
-@app.command("lb")
 def bench_lb(
     json_out: Annotated[bool, typer.Option("--json", help="print machine-readable JSON")] = False,
     duration: Annotated[float, typer.Option(help="seconds per measurement")] = 2.0,

@@ -27,7 +27,6 @@ from typing import Annotated, Any
 
 import typer
 
-from sculpt.cli.bench import app
 from sculpt.cli.bench_replay import machine_note
 
 FAULTS = {
@@ -161,7 +160,6 @@ def _chaos_line(i: int, row: Any) -> str:
             + f" longest in {row.longest_unavailable_in}")
 
 
-@app.command("morph")
 def bench_morph(
     strategy: Annotated[str, typer.Option(help="blue-green | in-place | auto | all")] = "blue-green",
     fault: Annotated[str, typer.Option(help=f"none | all | one of {', '.join(FAULTS['blue-green'][1:])}")] = "none",

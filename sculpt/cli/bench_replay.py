@@ -14,8 +14,6 @@ from typing import Annotated, Any
 
 import typer
 
-from sculpt.cli.bench import app
-
 OutOpt = Annotated[Path | None, typer.Option("--out", help="also write the JSON here")]
 
 
@@ -55,7 +53,6 @@ def _emit(data: dict[str, Any], out: Path | None, json_out: bool = False) -> Non
         out.write_text(text + "\n")
 
 
-@app.command("replay")
 def bench_replay(
     traces: Annotated[list[Path] | None, typer.Argument(help="trace files/directories; default: the Bitbrains set")]
         = None,
@@ -115,7 +112,6 @@ def bench_replay(
     _emit(res, out, json_out)
 
 
-@app.command("tick")
 def bench_tick(
     instances: Annotated[int, typer.Option("--instances", "-n", help="synthetic streams per tick")] = 10_000,
     ticks: Annotated[int, typer.Option(help="ticks measured")] = 36,
@@ -133,8 +129,8 @@ def bench_tick(
     from sculpt.decide.decision import family_mask
     from sculpt.forecast import make_predictor
     from sculpt.forecast.evaluate import synthetic_grid
+    from sculpt.loop.tick import Observation, Sculptor
     from sculpt.replay.harness import DEFAULT_FAMILIES
-    from sculpt.replay.loop import Observation, Sculptor
 
     arrays = load_catalog("aws").arrays("us-east-1")
     allowed = family_mask(arrays, DEFAULT_FAMILIES)
@@ -152,7 +148,7 @@ def bench_tick(
         t0 = time.perf_counter()
         sculptor.learn(obs)
         t1 = time.perf_counter()
-        batch = sculptor.decide(float(g.t[i]), current, pending)
+        batch = sculptor.plan(float(g.t[i]), current, pending).batch
         t2 = time.perf_counter()
         current = batch.target
         if i == 0:
@@ -167,7 +163,6 @@ def bench_tick(
            "note": f"learn + forecast + decide per tick, measured on {machine_note(m)}"}, out, json_out)
 
 
-@app.command("cli")
 def bench_cli(
     runs: Annotated[int, typer.Option(help="timed runs")] = 5,
     out: OutOpt = None,

@@ -13,14 +13,12 @@ from typing import Annotated
 
 import typer
 
-from sculpt.cli.bench import app
 from sculpt.cli.bench_replay import machine, machine_note
 
 UP_TARGET_S = 3.0
 HELP_TARGET_S = 0.3
 
 
-@app.command("up")
 def bench_up(
     instances: Annotated[int, typer.Option("--instances", min=1, max=3, help="replicas to start")] = 3,
     runs: Annotated[int, typer.Option("--runs", min=1, help="repetitions (the median is reported)")] = 3,

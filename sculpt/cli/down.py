@@ -24,7 +24,7 @@ def command(spec: SpecOpt = DEFAULT_SPEC, stack: StackOpt = None) -> None:
         _down_without_ledger(stack, spec)
         raise
     try:
-        running = w.engine.provider.running() if hasattr(w.engine, "provider") else True
+        running = w.engine.running()
         w.engine.destroy()
     finally:
         w.close()

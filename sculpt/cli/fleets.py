@@ -58,7 +58,7 @@ def last_decision(ledger: Any, stack: str, versions: list[Any]) -> dict[str, Any
 
 
 def watch_lock(stack: str) -> str:
-    """``sculpt.app.sculptor.watch_lock`` without importing the loop (1 s of numpy and models) for a listing;
+    """``sculpt.loop.service.watch_lock`` without importing the loop (1 s of numpy and models) for a listing;
     tests/unit/test_fleets_cli.py checks they agree."""
     return f"{stack}:watch"
 

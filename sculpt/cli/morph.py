@@ -40,6 +40,7 @@ def command(
     from sculpt.domain.clock import SystemClock
     from sculpt.domain.errors import ConfigError
     from sculpt.migrate import MorphRequest, Orchestrator, Timeouts, parse_faults, recover
+    from sculpt.migrate.cloud import CloudPlatform
     from sculpt.migrate.faults import FAULT_ENV
     from sculpt.migrate.states import Step
 
@@ -66,7 +67,7 @@ def command(
 
         base = cloud_timeouts or Timeouts(healthy_s=30.0, step_s=30.0, drain_s=max(w.spec.lb.drain_s, 1.0))
         timeouts = dataclasses.replace(base, healthy_s=timeout or base.healthy_s, step_s=step_timeout or base.step_s)
-        if cloud_timeouts is not None and hasattr(platform, "timeouts"):
+        if isinstance(platform, CloudPlatform):
             platform.timeouts = timeouts  # a moved volume's new holder gets the same --timeout
         orch = Orchestrator(platform, w.ledger, SystemClock(), faults=faults, progress=show, timeouts=timeouts)
         if faults.active:

@@ -40,7 +40,7 @@ def command(
     """Print the next plan for the fleet; exit 2 when policy blocks it, 3 when no usable metrics were read."""
     import time
 
-    from sculpt.app.sculptor import open_service
+    from sculpt.app.service import open_service
 
     opened = open_service(spec, mode="recommend", model=model, source=source, lock=False, recover=False,
                           save=False, backfill_h=backfill)

@@ -1,4 +1,5 @@
-"""``sculpt replay``: run recorded traces through static, reactive, sculpt and oracle policies side by side."""
+"""``sculpt replay``: run recorded traces through static, the baselines, sculpt and oracle side by side;
+``--suite`` replays each data set separately, ``--curves`` adds the cost–risk sweep (``sculpt.replay.suite``)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,29 @@ from typing import Annotated, Any
 
 import typer
 
-from sculpt.cli._common import JsonOpt, emit_json
+from sculpt.cli._common import JsonOpt, emit_json, warn
 
-POLICIES = ("static", "reactive", "sculpt", "oracle")
+POLICIES = ("static", "reactive", "percentile", "autopilot", "sculpt", "oracle")
+DEFAULT_POLICIES = ("static", "reactive", "sculpt", "oracle")
+BASELINES = ("reactive", "percentile", "autopilot")
 
 
 def command(
-    traces: Annotated[list[Path], typer.Argument(help="trace files or directories (Bitbrains, NAB, generic CSV)")],
+    traces: Annotated[list[Path], typer.Argument(
+        help="trace files or directories (Bitbrains, NAB, generic CSV); with --suite, one data set each")],
     catalog: Annotated[str, typer.Option(help="catalog whose prices the simulated cloud charges")] = "aws",
     region: Annotated[str, typer.Option(help="region of the catalog to price in")] = "us-east-1",
     policy: Annotated[list[str] | None, typer.Option(
-        "--policy", help="policies to run (repeatable): static, reactive, sculpt, oracle; default all")] = None,
+        "--policy", help="policies to run (repeatable): static, reactive, percentile, autopilot, sculpt, oracle; "
+                         "default static, reactive, sculpt, oracle (--suite: all)")] = None,
+    margin: Annotated[list[str] | None, typer.Option(
+        "--margin", help="a baseline's safety margin, NAME=VALUE (repeatable; e.g. percentile=0.1): "
+                         "the need x (1 + VALUE)")] = None,
+    suite: Annotated[bool, typer.Option(
+        "--suite", help="replay each TRACES directory as a separate data set, every policy, a table per set")] = False,
+    curves: Annotated[bool, typer.Option(
+        "--curves", "--sweep", help="with --suite: sweep aggressiveness and margins, report cost at equal risk")]
+        = False,
     families: Annotated[str, typer.Option(help="comma-separated shape families allowed")] =
         "m5,c5,r5,m6i,c6i,r6i,m7i,c7i,r7i",
     model: Annotated[str, typer.Option(help="forecast model of the sculpt policy (river: see docs/replay.md)")]
@@ -31,7 +44,8 @@ def command(
     capacity_errors: Annotated[float, typer.Option(min=0.0, max=1.0, help="chance a resize fails (simulated)")] = 0.0,
     seed: Annotated[int, typer.Option(help="seed of models and simulated errors")] = 0,
     per_trace: Annotated[bool, typer.Option("--per-trace", help="with --json: add per-trace metrics")] = False,
-    report: Annotated[Path | None, typer.Option(help="write an HTML report with plots here")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="write an HTML report with plots here (--suite: a directory, one SET.html per set)")] = None,
     prior: Annotated[Path | None, typer.Option(
         help="cold-start prior from `sculpt train` for young streams (river and ensemble models)")] = None,
     json_out: JsonOpt = False,
@@ -41,23 +55,20 @@ def command(
     from sculpt.decide.cost import CostModel
     from sculpt.domain.errors import ConfigError
     from sculpt.replay.harness import ReplayConfig, run_replay
-    from sculpt.replay.readers import expand, read_trace
+    from sculpt.replay.readers import expand, load_traces
 
-    chosen = tuple(policy) if policy else POLICIES
+    chosen = tuple(policy) if policy else (POLICIES if suite else DEFAULT_POLICIES)
     bad = [p for p in chosen if p not in POLICIES]
     if bad:
         raise ConfigError(f"unknown policy '{bad[0]}'", f"use some of: {', '.join(POLICIES)}")
+    if curves and not suite:
+        raise ConfigError("--curves sweeps a suite", "add --suite (each TRACES directory is one data set)")
+    margins = _margins(margin or [])
     cat = load_catalog(catalog)
     ref_vcpu = cat.shape(reference_shape).vcpu
     fams = tuple(f.strip() for f in families.split(",") if f.strip())
-    files = expand(list(traces))
-    progress = _Bar(len(files))
-    loaded = []
-    for f in files:
-        loaded.append(read_trace(f, reference_shape_vcpu=ref_vcpu))
-        progress.update_read()
     config = ReplayConfig(region=region, families=fams, policies=chosen, migration_s=migration_s,
-                          capacity_error_rate=capacity_errors, seed=seed, model=model,
+                          capacity_error_rate=capacity_errors, seed=seed, model=model, margins=margins,
                           cost=CostModel(aggressiveness=aggressiveness, overlap_s=migration_s))
     factory = None
     if prior is not None:
@@ -71,6 +82,20 @@ def command(
 
         def factory() -> Any:
             return make_predictor(model, seed=seed, horizon_s=config.cost.horizon_h * 3600.0, prior=fitted)
+    if suite:
+        _run_suite(list(traces), cat, config, chosen=tuple(policy) if policy else None, curves=curves,
+                   ref_vcpu=ref_vcpu, factory=factory, report=report, json_out=json_out)
+        return
+    files = expand(list(traces))
+    progress = _Bar(len(files))
+    try:
+        got = load_traces(list(traces), reference_shape_vcpu=ref_vcpu, on_file=progress.update_read)
+    except BaseException:
+        progress.close()
+        raise
+    loaded = got.traces
+    for w in got.warnings:
+        progress.warn(w)
     try:
         result = run_replay(loaded, cat, config, progress=progress.update_steps, predictor_factory=factory)
     finally:
@@ -93,10 +118,69 @@ def command(
         typer.echo(f"report: {report}")
 
 
+def _margins(items: list[str]) -> dict[str, float]:
+    """``--margin NAME=VALUE`` pairs; a one-line error for anything else."""
+    from sculpt.domain.errors import ConfigError
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            v = float(value)
+        except ValueError:
+            v = float("nan")
+        if name.strip() not in BASELINES or not -1.0 < v < 10.0:
+            raise ConfigError(f"--margin '{item}' is not NAME=VALUE with NAME one of {', '.join(BASELINES)}",
+                              "write e.g. --margin percentile=0.1 (a value above -1)")
+        out[name.strip()] = v
+    return out
+
+
+def _run_suite(sets: list[Path], cat: Any, config: Any, *, chosen: tuple[str, ...] | None, curves: bool,
+               ref_vcpu: float, factory: Any, report: Path | None, json_out: bool) -> None:
+    """``--suite``: each set replayed on its own; a table per set (or one JSON document)."""
+    from dataclasses import replace
+
+    from sculpt.replay.suite import run_suite, suite_config
+
+    cfg = suite_config(config, curves)
+    if chosen is not None:
+        cfg = replace(cfg, policies=chosen)
+    bar = _Bar(None)
+    try:
+        results = run_suite(sets, cat, cfg, reference_shape_vcpu=ref_vcpu, predictor_factory=factory,
+                            say=bar.say, warn=bar.warn, progress=bar.update_steps)
+    finally:
+        bar.close()
+    if report is not None:
+        from sculpt.decide.decision import family_mask
+        from sculpt.replay.report import write_report
+        from sculpt.replay.suite import report_curves
+
+        for s in results:
+            lines, labels = report_curves(s)
+            write_report(s.result, report / f"{s.name}.html", allowed=family_mask(s.result.arrays, cfg.families),
+                         curves=lines or None, labels=labels or None, equal_risk=s.equal_risk() or None)
+    if json_out:
+        emit_json({"sets": [s.to_json() for s in results],
+                   "config": {"region": cfg.region, "families": list(cfg.families), "model": cfg.model,
+                              "migration_s": cfg.migration_s, "aggressiveness": cfg.cost.aggressiveness,
+                              "margins": {b: cfg.margin(b) for b in BASELINES},
+                              "sweep": {"aggressiveness": list(cfg.sweep_aggressiveness),
+                                        "margins": {b: list(v) for b, v in cfg.sweep_margins.items()}}
+                              if curves else None}})
+        return
+    from sculpt.cli.replay_suite import print_suite
+
+    print_suite(results)
+    if report is not None:
+        typer.echo(f"reports: {', '.join(str(report / f'{s.name}.html') for s in results)}")
+
+
 class _Bar:
     """A progress bar on stderr (only when stderr is a terminal)."""
 
-    def __init__(self, files: int) -> None:
+    def __init__(self, files: int | None) -> None:
         import sys
 
         self.enabled = sys.stderr.isatty()
@@ -108,8 +192,21 @@ class _Bar:
             self._p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
             self._p.start()
-            self._read = self._p.add_task("reading traces", total=files)
+            self._read = self._p.add_task("reading traces", total=files, visible=files is not None)
             self._steps = self._p.add_task("replaying", total=None)
+
+    def say(self, line: str) -> None:
+        """A line of progress on stderr (above the bar when there is one: long runs say what they do)."""
+        if self._p is not None:
+            self._p.console.print(f"suite: {line}", highlight=False, markup=False)
+        else:
+            typer.echo(f"suite: {line}", err=True)
+
+    def warn(self, line: str) -> None:
+        if self._p is not None:
+            self._p.console.print(f"warning: {line}", highlight=False, markup=False)
+        else:
+            warn(line)
 
     def update_read(self) -> None:
         if self._p is not None:

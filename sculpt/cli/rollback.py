@@ -40,7 +40,8 @@ def command(
             raise NotFoundError(f"stack '{w.stack}' has no earlier succeeded version to roll back to",
                                 "see `sculpt history`, or pass --to N")
         row = _rollback_target(w, target)  # every check before a word of "rolling back"
-        if w.engine.name == "local":
+        stepwise = w.engine.stepwise()  # a rollback is a change to that fleet: stateful slots are handed over
+        if stepwise is not None:
             from sculpt.app.change import apply_change
             from sculpt.cli.up import _progress
             from sculpt.domain.clock import SystemClock
@@ -51,7 +52,7 @@ def command(
             from sculpt.migrate.faults import faults_from_env
 
             interrupt_on_signals()
-            res = apply_change(w.engine, LocalPlatform(w.engine, w.state_dir), w.ledger, SystemClock(),
+            res = apply_change(stepwise, LocalPlatform(stepwise, w.state_dir), w.ledger, SystemClock(),
                                fleet_of(row), kind="rollback", message=f"rollback to {target}",
                                faults=faults_from_env(), progress=_progress)
             version = res.version
@@ -75,7 +76,8 @@ def command(
 
 def _rollback_target(w: Any, target: int) -> Any:
     """The ledger row of version ``target``, refused with one line (naming the versions there are) when it
-    does not exist, failed, or (local engine: a morph needs instances to hand over to) has none, a ``down``."""
+    does not exist, failed, or (a step-wise engine: the rollback is a morph, which needs instances to hand over
+    to) has none, a ``down``."""
     from sculpt.domain.errors import ConfigError, NotFoundError
 
     versions = w.ledger.versions(w.stack)
@@ -84,7 +86,7 @@ def _rollback_target(w: Any, target: int) -> Any:
         known = f"versions 1..{versions[-1].version}" if versions else "no versions yet"
         raise NotFoundError(f"stack '{w.stack}' has no version {target} ({known})",
                             "pick a version from `sculpt history`")
-    if row.result != "succeeded" or (w.engine.name == "local" and not row.fleet.get("slots")):
+    if row.result != "succeeded" or (w.engine.stepwise() is not None and not row.fleet.get("slots")):
         why = row.result if row.result != "succeeded" else "has no instances (a `down`)"
         raise ConfigError(f"version {target} of stack '{w.stack}' {why}; only a succeeded version "
                           "with instances can be rolled back to", "pick one in `sculpt history`")

@@ -5,9 +5,10 @@
 "instances": [{"id", "shape", "region", "colour", "weight", "healthy", "pid", "address", "cpu_limit",
 "mem_limit_mb", "enforcement", "restarts", "recommendation", ...}], "notes": [...]}`` (``recommendation``: what
 the model the stack's watcher last checkpointed recommends, as the Kubernetes VPA does: ``lower_bound``,
-``target`` and ``upper_bound``, each ``{"shape", "cpu_cores", "memory_gib", "usd_per_hour"}`` - the smallest
-allowed shape holding the forecast interval's low, median and high at the SLO's max utilisation - plus
-``current``, ``demand``, ``confidence`` and a one-line ``why``; ``null`` before `sculpt watch` saved a model,
+``target`` and ``upper_bound``, each ``{"shape", "cpu_cores", "memory_gib", "usd_per_hour", "p_fit"}`` - the
+cheapest allowed shape that fits the forecast at the SLO's max utilisation with probability >= 5 %, 50 %, 95 %
+(``sculpt.decide.distribution``) - plus ``current``, ``demand``, ``confidence``, ``levels``, ``distribution``
+and a one-line ``why``; ``null`` before `sculpt watch` saved a model,
 and then ``"recommendations_note"`` says why, else it is ``null``). ``fleet``: the fleet the local agent last
 applied, as it keeps it across its own restarts; with the agent dead, its LB process and instances still
 serve and ``status`` reports them through the agent that adopts them; on ``engine: pulumi`` each instance also has

@@ -42,7 +42,8 @@ def command(
         diff = w.engine.preview(fleet)
         typer.echo(f"{w.stack}: {diff}" if not diff.empty else f"{w.stack}: no changes; re-applying", err=True)
         typer.echo(f"applying {len(fleet.slots)} slot(s) through the {w.engine.name} engine ...", err=True)
-        if w.engine.name == "local":
+        stepwise = w.engine.stepwise()  # a change is one version of steps: stateful slots are handed over
+        if stepwise is not None:
             from sculpt.app.change import apply_change
             from sculpt.domain.clock import SystemClock
             from sculpt.migrate import Timeouts
@@ -52,7 +53,7 @@ def command(
             from sculpt.migrate.faults import faults_from_env
 
             interrupt_on_signals()
-            res = apply_change(w.engine, LocalPlatform(w.engine, w.state_dir), w.ledger, SystemClock(), fleet,
+            res = apply_change(stepwise, LocalPlatform(stepwise, w.state_dir), w.ledger, SystemClock(), fleet,
                                kind="up", message=message or "up", record_spec=w.spec,
                                timeouts=Timeouts(healthy_s=timeout, drain_s=max(w.spec.lb.drain_s, 1.0)),
                                faults=faults_from_env(), progress=_progress)

@@ -48,7 +48,7 @@ def command(
     import sys
     import time
 
-    from sculpt.app.sculptor import open_service
+    from sculpt.app.service import open_service
     from sculpt.domain.errors import ConfigError
 
     if mode not in ("recommend", "auto"):

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sculpt.decide.cost import DEFAULT_COST, CostModel, breach_probability, joint_breach, weighted_breach
-from sculpt.decide.decision import family_mask, net_gain, slo_penalty, upper
+from sculpt.decide.decision import family_mask, net_gain, slo_penalty
+from sculpt.decide.distribution import upper
 from sculpt.domain.catalog import Catalog, CatalogArrays
 from sculpt.domain.forecast import Forecast
 from sculpt.domain.spec import FleetSpec
@@ -119,6 +120,7 @@ class Candidate:
     expected_usd: float  # price + breach penalty over the payback window, plus migration if it moves
     availability: float
     effective_usd: float  # availability-weighted (see the module docstring)
+    breach: float = 0.0  # the chance the forecast demand breaches this shape (CPU or memory)
 
 
 def rank(catalog: Catalog, spec: FleetSpec, forecast: Forecast, current_shape: str, current_region: str,
@@ -145,20 +147,20 @@ def rank(catalog: Catalog, spec: FleetSpec, forecast: Forecast, current_shape: s
     home_ok = family_mask(cur_arrays, spec.families)
     penalty = slo_penalty(cur_arrays.price, np.where(home_ok[None, :], joint_breach(home_pc, home_pm), 1.0), model, 1)
 
-    def expected(arrays: CatalogArrays) -> tuple[np.ndarray, np.ndarray]:
+    def expected(arrays: CatalogArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pc, pm = breach(arrays)
         exp, _, mig = net_gain(arrays.price, weighted_breach(pc, pm, model.oom_weight), np.array([0]), conf, model,
                                penalty=penalty)
-        return exp[0], mig[0]
+        return exp[0], mig[0], joint_breach(pc, pm)[0]
 
-    cur_exp, _ = expected(cur_arrays)
+    cur_exp, _, _ = expected(cur_arrays)
     stay = float(cur_exp[cur])
     out: list[Candidate] = []
     regions = [r for r in spec.allowed_regions if r in catalog.regions()]
     for region in regions:
         arrays = catalog.arrays(region)
         allowed = family_mask(arrays, spec.families)
-        exp, mig = expected(arrays)
+        exp, mig, p = expected(arrays)
         transfer = model.transfer_usd_per_gb * model.state_gb if region != current_region else 0.0
         for i, name in enumerate(arrays.names):
             if not allowed[i]:
@@ -169,6 +171,6 @@ def rank(catalog: Catalog, spec: FleetSpec, forecast: Forecast, current_shape: s
             eff = total if here else a * total + (1.0 - a) * (stay + ATTEMPT_USD)
             if not math.isfinite(eff):
                 eff = math.inf
-            out.append(Candidate(str(name), region, total, a, eff))
+            out.append(Candidate(str(name), region, total, a, eff, float(p[i])))
     out.sort(key=lambda c: (c.effective_usd, c.expected_usd, c.region, c.shape))
     return out

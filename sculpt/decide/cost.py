@@ -13,11 +13,15 @@ cheap, always positive, right-skewed like real load. ``breach_probability`` give
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sculpt.domain.arrays import FloatArray
+
+if TYPE_CHECKING:
+    from sculpt.domain.spec import FleetSpec
 
 Z95 = 1.6448536269514722  # standard normal 95th percentile
 SIGMA_MIN = 0.05  # a forecast is never treated as exact: at least ±5 % log-spread
@@ -142,3 +146,18 @@ def joint_breach(cpu: np.ndarray, mem: np.ndarray) -> np.ndarray:
 def weighted_breach(cpu: np.ndarray, mem: np.ndarray, oom_weight: float) -> np.ndarray:
     """The breach term of the expected cost: P(CPU breach) + oom_weight·P(memory breach)."""
     return cpu + oom_weight * mem
+
+
+VOLUME_OUTAGE_S = 120.0
+"""A ``volume`` hand-over on a cloud: blue stops, the volume detaches and attaches to green, green mounts it,
+starts its app and passes two 10-second health checks — about two minutes without service (an estimate;
+not measured on a real cloud)."""
+
+
+def cost_model_for(spec: FleetSpec, base: CostModel | None = None) -> CostModel:
+    """The decision's constants for a live fleet: the spec's aggressiveness and utilisation cap, and the
+    outage a cloud ``volume`` hand-over causes (charged to every move at the SLO penalty rate)."""
+    cm = replace(base or DEFAULT_COST, aggressiveness=spec.aggressiveness, utilisation_cap=spec.slo.max_utilisation)
+    if spec.engine == "pulumi" and spec.app.state_sync.strategy == "volume":
+        cm = replace(cm, outage_s=max(cm.outage_s, VOLUME_OUTAGE_S))
+    return cm

@@ -36,6 +36,7 @@ from typing import Protocol
 import numpy as np
 
 from sculpt.decide.cost import DEFAULT_COST, CostModel, breach_probability, joint_breach, weighted_breach
+from sculpt.decide.distribution import FitColumns, shape_distribution, upper
 from sculpt.decide.state import DecisionState
 from sculpt.domain.catalog import Catalog, CatalogArrays
 from sculpt.domain.fleet import Fleet
@@ -46,6 +47,7 @@ from sculpt.rules import RuleContext, evaluate
 
 HOURS_PER_MONTH = 730.0
 SAFE_BREACH = 0.05  # a shape "covers" a stream when its breach chance is below this
+LATENCY_BUSY = 0.75  # a latency breach is the shape's when CPU is at least this share of what it may use
 
 
 class Why(IntEnum):
@@ -61,6 +63,9 @@ class Why(IntEnum):
     BAD_INPUT = 7  # NaN forecast or price
     PENDING = 8  # a migration is already in flight
     POLICY = 9  # a mandatory rule blocks it
+    REGION = 10  # the whole fleet moves to another allowed region that serves it for less
+    ADVISORY = 11  # another region would serve it for less, but this engine does not move regions
+    LATENCY = 12  # measured latency above the SLO while the CPU is busy: an urgent move up
 
 
 REASONS = {
@@ -74,27 +79,19 @@ REASONS = {
     Why.BAD_INPUT: "forecast or prices are not finite",
     Why.PENDING: "a migration is already in flight",
     Why.POLICY: "policy blocks the move",
+    Why.REGION: "another region serves the fleet for less, net of the move",
+    Why.ADVISORY: "another region would serve the fleet for less (advisory on this engine)",
+    Why.LATENCY: "urgent: the measured p95 latency is above the SLO while the CPU is busy",
 }
 
 
-class ForecastColumns(Protocol):
-    """What ``decide_many`` reads from a forecast batch (``sculpt.forecast.base.ForecastBatch`` fits).
+class ForecastColumns(FitColumns, Protocol):
+    """What ``decide_many`` reads from a forecast batch (``sculpt.forecast.base.ForecastBatch`` fits): the
+    fit's columns (``FitColumns``), its confidence and the periods it has seen.
 
     Read-only members, so frozen dataclasses (``Columns``, ``ForecastBatch``) satisfy it.
     """
 
-    @property
-    def cpu_p50(self) -> np.ndarray: ...
-    @property
-    def cpu_p95(self) -> np.ndarray: ...
-    @property
-    def cpu_hi(self) -> np.ndarray: ...
-    @property
-    def mem_p50(self) -> np.ndarray: ...
-    @property
-    def mem_p95(self) -> np.ndarray: ...
-    @property
-    def mem_hi(self) -> np.ndarray: ...
     @property
     def confidence(self) -> np.ndarray: ...
     @property
@@ -121,12 +118,6 @@ class Columns:
 
         return cls(a(f.cpu_p50), a(f.cpu_p95), a(f.cpu_hi), a(f.mem_p50), a(f.mem_p95), a(f.mem_hi),
                    a(f.confidence), a(f.samples))
-
-
-def upper(p95: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The upper quantile the decision trusts: the larger of the model's p95 and its calibrated interval's
-    top (a model's own quantile can be overconfident; the conformal bound is checked against outcomes)."""
-    return np.fmax(np.asarray(p95, dtype=np.float64), np.asarray(hi, dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -204,6 +195,7 @@ def decide_many(
     pending: np.ndarray | None = None,
     spec: FleetSpec | None = None,
     max_migrations_per_day: int | None = None,
+    latency_over: np.ndarray | None = None,
 ) -> tuple[BatchDecision, DecisionState]:
     """Decide for N streams at once; returns the decisions and the new state.
 
@@ -211,6 +203,12 @@ def decide_many(
     ``pending`` flags streams with a migration in flight (they hold). Policy: ``max_migrations_per_day``
     is checked vectorised; with ``spec``, each stream that would move is also run through every rule of
     ``sculpt.rules.evaluate`` and holds (``Why.POLICY``) when a mandatory rule fails.
+
+    Two cases override the cost formula. When no allowed shape is safe (demand above every one of them), the
+    candidate is the largest allowed shape, never the cheapest of equally breached ones. ``latency_over``
+    flags streams whose measured p95 latency is above the SLO: while their CPU is at least ``LATENCY_BUSY`` of
+    what the shape may use, a breach is in progress and the next larger allowed shape is an urgent move (low CPU says
+    the latency is not the shape's: no move). Urgency needs no history: a reading is evidence enough.
     """
     n = len(current)
     current = np.asarray(current, dtype=np.int64)
@@ -252,9 +250,23 @@ def decide_many(
 
     everything = np.ones((1, len(cols)), dtype=bool)
     tgt_any = pick(everything)
-    tgt_safe = pick(p <= model.urgent_breach)
+    safe = p <= model.urgent_breach
+    tgt_safe = pick(safe)
     lowers = (p[rows, tgt_any] < p[rows, cur]) & (p[rows, cur] > model.urgent_breach)
     tgt = np.where(lowers, tgt_any, tgt_safe)  # offerings are sorted by price: ties go to the cheapest
+    ok_cols = allow[cols] & np.isfinite(price)
+    unsafe = ~(np.where(ok_cols[None, :], p, 1.0) <= model.urgent_breach).any(axis=1)
+    big = _largest(arrays.vcpu[cols], arrays.memory_gib[cols], ok_cols)
+    if big >= 0:  # demand above every allowed shape: the largest one (a downsize would only breach more)
+        tgt = np.where(unsafe & (p[:, big] <= p[rows, cur] + 1e-12), big, np.where(unsafe, cur, tgt))
+    lat = np.zeros(n, dtype=bool)
+    if latency_over is not None:
+        lat = np.asarray(latency_over, dtype=bool) & (np.nan_to_num(np.asarray(forecast.cpu_p50, dtype=np.float64))
+                                                       >= LATENCY_BUSY * cap_cpu[cur])
+        if lat.any():
+            up = _next_larger(arrays.vcpu[cols], arrays.memory_gib[cols], ok_cols, cur[lat])
+            tgt[lat] = np.where(up >= 0, up, tgt[lat])
+            lat[lat] = up >= 0
     target = cols[tgt]
     b = benefit[rows, tgt]
     m = migration[rows, tgt]
@@ -264,7 +276,7 @@ def decide_many(
 
     h = model.payback_h
     threshold = model.gain_threshold() * np.where(np.isfinite(price[cur]), price[cur], 0.0) * h
-    urgent = (pc > model.urgent_breach) & (pt < pc) & (target != current)
+    urgent = (((pc > model.urgent_breach) & ((pt < pc) | unsafe)) | lat) & (target != current)
     worth = (net > threshold) & (b > 0) & (target != current)
 
     why = np.full(n, int(Why.MOVE), dtype=np.int64)
@@ -274,11 +286,12 @@ def decide_many(
     why = np.where(worth & (conf >= model.confidence_floor) & (state.since_last_move(now) < model.cooldown_s),
                    int(Why.COOLDOWN), why)
     why = np.where(urgent, int(Why.URGENT), why)
-    why = np.where(samples <= 0, int(Why.NO_HISTORY), why)
+    why = np.where(urgent & lat, int(Why.LATENCY), why)
+    why = np.where((samples <= 0) & ~urgent, int(Why.NO_HISTORY), why)
     why = np.where(bad | ~np.isfinite(b), int(Why.BAD_INPUT), why)
     if pending is not None:
         why = np.where(np.asarray(pending, dtype=bool), int(Why.PENDING), why)
-    move = (why == Why.MOVE) | (why == Why.URGENT)
+    move = (why == Why.MOVE) | (why == Why.URGENT) | (why == Why.LATENCY)
     if max_migrations_per_day is not None:
         over = state.moves_last_day(now) + 1 > max_migrations_per_day
         why = np.where(move & over, int(Why.POLICY), why)
@@ -297,12 +310,37 @@ def decide_many(
     final = np.where(move, target, current)
     delta = (arrays.price[final] - arrays.price[current]) * HOURS_PER_MONTH
     batch = BatchDecision(
-        current=current, target=final, candidate=target, move=move, urgent=move & (why == Why.URGENT), why=why,
+        current=current, target=final, candidate=target, move=move,
+        urgent=move & ((why == Why.URGENT) | (why == Why.LATENCY)), why=why,
         benefit_usd=b, migration_cost_usd=m, net_usd=net, breach_current=pc,
         breach_target=np.where(move, pt, pc), confidence=conf, monthly_delta_usd=np.nan_to_num(delta),
         policy=gated,
     )
     return batch, state.record(move, now)
+
+
+def _largest(vcpu: np.ndarray, mem: np.ndarray, ok: np.ndarray) -> int:
+    """The column of the largest ``ok`` shape (most vCPU, then memory; the cheapest of equals), -1 if none.
+
+    >>> _largest(np.array([1, 4, 4, 2]), np.array([2, 8, 16, 4]), np.array([True, True, True, False]))
+    2
+    """
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        return -1
+    order = np.lexsort((idx, -mem[idx], -vcpu[idx]))  # offerings are sorted by price: lower index = cheaper
+    return int(idx[order[0]])
+
+
+def _next_larger(vcpu: np.ndarray, mem: np.ndarray, ok: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """Per stream, the cheapest ``ok`` column with more vCPU and no less memory than ``cur``; -1 if none.
+
+    >>> _next_larger(np.array([1, 2, 4]), np.array([2, 4, 8]), np.array([True, True, True]), np.array([0, 2]))
+    array([ 1, -1])
+    """
+    bigger = ok[None, :] & (vcpu[None, :] > vcpu[cur][:, None]) & (mem[None, :] >= mem[cur][:, None])
+    first = bigger.argmax(axis=1)
+    return np.where(bigger.any(axis=1), first, -1)
 
 
 def _pick(expected: np.ndarray, mask: np.ndarray, cur: np.ndarray) -> np.ndarray:
@@ -328,18 +366,6 @@ def policy_gate(spec: FleetSpec, arrays: CatalogArrays, target: int, moves_last_
                       families={shape: str(arrays.families[target])}, migrations_last_day=moves_last_day,
                       is_change=True, now=now, tags=spec.tags)
     return evaluate(ctx)
-
-
-def _distribution(arrays: CatalogArrays, p_fit: np.ndarray, allowed: np.ndarray, top: int = 5) -> dict[str, float]:
-    """P(shape is the cheapest that fits), shapes sorted by price, fits treated as independent."""
-    q = np.where(allowed, p_fit, 0.0)
-    none_before = np.concatenate([[1.0], np.cumprod(1.0 - q)[:-1]])
-    w = q * none_before
-    s = w.sum()
-    if not np.isfinite(s) or s <= 0:
-        return {}
-    order = np.argsort(-w, kind="stable")[:top]
-    return {str(arrays.names[i]): float(w[i] / s) for i in order if w[i] > 0}
 
 
 def decide(
@@ -390,24 +416,19 @@ def plan_of(batch: BatchDecision, i: int, *, stack: str, slot: str, arrays: Cata
         policy = evaluate(RuleContext(spec=spec, fleet=fleet, hourly_cost=float(np.nan_to_num(arrays.price[cur]))
                                       * len(fleet.slots), families={str(arrays.names[cur]): str(arrays.families[cur])},
                                       migrations_last_day=moves_last_day, is_change=False, now=now, tags=spec.tags))
-    dist: dict[str, float] = {}
-    if forecast is not None:
-        cap = model.utilisation_cap
-        c95 = upper(forecast.cpu_p95[i:i + 1], forecast.cpu_hi[i:i + 1])
-        m95 = upper(forecast.mem_p95[i:i + 1], forecast.mem_hi[i:i + 1])
-        pc = np.nan_to_num(breach_probability(forecast.cpu_p50[i:i + 1], c95, arrays.vcpu * cap), nan=1.0)
-        pm = np.nan_to_num(breach_probability(forecast.mem_p50[i:i + 1], m95, arrays.memory_gib * cap), nan=0.0)
-        fit = (1.0 - joint_breach(pc, pm))[0]
-        dist = _distribution(arrays, fit, allowed if allowed is not None else np.ones(len(arrays), dtype=bool))
+    dist = shape_distribution(arrays, forecast, i, allowed=allowed, cap=model.utilisation_cap) \
+        if forecast is not None else {}
+    code = why.name.lower()
     if batch.move[i]:
         decision = Decision.MIGRATE
         actions: tuple[Action, ...] = (Action(kind="resize", slot=slot, from_shape=str(arrays.names[cur]),
-                                              to_shape=str(arrays.names[tgt]), from_region=region, to_region=region),)
-        reason = f"{REASONS[why]} (net ${float(batch.net_usd[i]):.4f} over the horizon)"
+                                              to_shape=str(arrays.names[tgt]), from_region=region, to_region=region,
+                                              why=code),)
+        reason = explain(batch, i, arrays, model, why)
     else:
         decision = Decision.BLOCKED if why == Why.POLICY else Decision.HOLD
         actions = ()
-        reason = REASONS[why]
+        reason = explain(batch, i, arrays, model, why, dist)
         if why == Why.POLICY:
             failed = [r.rule for r in policy if not r.passed and r.level == "mandatory"]
             reason = f"{reason} to {arrays.names[int(batch.candidate[i])]}: {', '.join(failed) or 'max-migrations-per-day'}"
@@ -416,7 +437,68 @@ def plan_of(batch: BatchDecision, i: int, *, stack: str, slot: str, arrays: Cata
                 expected_monthly_delta_usd=float(batch.monthly_delta_usd[i]),
                 risk=min(max(risk if math.isfinite(risk) else 1.0, 0.0), 1.0),
                 confidence=min(max(float(batch.confidence[i]), 0.0), 1.0), distribution=dist, policy=policy,
-                urgent=bool(batch.urgent[i]))
+                urgent=bool(batch.urgent[i]), why=code, figures=figures_of(batch, i, arrays, model))
+
+
+def pct(x: float, versus: float | None = None) -> str:
+    """``x`` as a percentage, with as many decimals as it takes not to read equal to ``versus``.
+
+    >>> pct(0.0496, 0.05), pct(0.3), pct(0.05, 0.05)
+    ('4.96%', '30%', '5%')
+    """
+    for d in (0, 1, 2, 3):
+        text = f"{x:.{d}%}"
+        if versus is None or x == versus or text != f"{versus:.{d}%}":
+            return text
+    return f"{x:.4%}"
+
+
+def explain(batch: BatchDecision, i: int, arrays: CatalogArrays, model: CostModel, why: Why,
+            dist: dict[str, float] | None = None) -> str:
+    """The reason of stream ``i``'s decision, naming the numbers that decided it: the current shape's breach
+    chance when urgent, the saving against the move's cost and the threshold when a cheaper shape loses, and
+    why the likeliest cheapest-fit shape is not taken when the current one is kept."""
+    cur, cand = str(arrays.names[int(batch.current[i])]), str(arrays.names[int(batch.candidate[i])])
+    pc, pt = float(batch.breach_current[i]), float(batch.breach_target[i])
+    b, m, net = float(batch.benefit_usd[i]), float(batch.migration_cost_usd[i]), float(batch.net_usd[i])
+    h = model.payback_h
+    price = float(arrays.price[int(batch.current[i])])
+    thr = model.gain_threshold() * (price if math.isfinite(price) else 0.0) * h
+    head = REASONS[why]
+    if why is Why.URGENT:
+        if pt > model.urgent_breach:
+            return (f"{head}: demand is above every allowed shape ({cur} breaches with chance {pct(pc)}), so the "
+                    f"largest, {cand} ({pct(pt)})")
+        return f"{head}: {cur} breaches with chance {pct(pc)}, {cand} with {pct(pt, pc)} (net ${net:.4f} over {h:g} h)"
+    if why is Why.LATENCY:
+        return f"{head}: {cand} is the next larger shape ({cur}'s CPU breach chance {pct(pc)})"
+    if why is Why.MOVE:
+        return (f"{head}: {cand} saves ${b:.4f} over {h:g} h against ${m:.4f} to move (net ${net:.4f}, threshold "
+                f"${thr:.4f})")
+    if why is Why.THRESHOLD:
+        return (f"{head}: {cand} would save ${b:.4f} over {h:g} h, less ${m:.4f} to move leaves ${net:.4f}, not "
+                f"above ${thr:.4f}")
+    if why is Why.BEST and dist:
+        mode = max(dist.items(), key=lambda kv: kv[1])[0]
+        if mode != cur:
+            names = [str(n) for n in arrays.names]
+            cheaper = float(arrays.price[names.index(mode)]) < price
+            why_not = (f"but a breach on it would cost more than it saves (the current shape breaches with chance "
+                       f"{pct(pc)})" if cheaper else f"but {cur}'s breach chance {pct(pc)} costs less than moving up")
+            return f"{head}: {mode} is the likeliest cheapest fit ({pct(dist[mode])}), {why_not}"
+    return head
+
+
+def figures_of(batch: BatchDecision, i: int, arrays: CatalogArrays, model: CostModel = DEFAULT_COST
+               ) -> dict[str, float]:
+    """The numbers behind stream ``i``'s decision (USD over the payback window; breach chances), finite only."""
+    cur = int(batch.current[i])
+    price = float(arrays.price[cur])
+    out = {"net_usd": float(batch.net_usd[i]), "benefit_usd": float(batch.benefit_usd[i]),
+           "migration_usd": float(batch.migration_cost_usd[i]),
+           "threshold_usd": model.gain_threshold() * (price if math.isfinite(price) else 0.0) * model.payback_h,
+           "breach_current": float(batch.breach_current[i]), "breach_target": float(batch.breach_target[i])}
+    return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
 def family_mask(arrays: CatalogArrays, families: Sequence[str] | None) -> np.ndarray:

@@ -16,7 +16,7 @@ from sculpt.domain.errors import (
     TemporaryError,
 )
 from sculpt.domain.fleet import Fleet, Slot
-from sculpt.domain.forecast import Forecast, ShapeDistribution
+from sculpt.domain.forecast import Forecast
 from sculpt.domain.plan import Action, Decision, Plan, RuleResult
 from sculpt.domain.spec import FleetSpec, load_spec
 
@@ -41,7 +41,6 @@ __all__ = [
     "RuleResult",
     "SculptError",
     "Shape",
-    "ShapeDistribution",
     "Slot",
     "SystemClock",
     "TemporaryError",

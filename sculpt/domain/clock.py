@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+from sculpt.domain.errors import ConfigError
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -51,3 +53,26 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         if seconds > 0:
             self._t += float(seconds)
+
+
+class ScaledClock:
+    """A clock whose ``now`` runs ``factor`` times faster than the wall clock (``sculpt demo``'s compressed
+    time: with factor 300 one real second is five model minutes). ``sleep`` waits the real time that
+    corresponds to the model seconds asked for."""
+
+    def __init__(self, factor: float, start: float | None = None, base: Clock | None = None) -> None:
+        if not factor > 0:
+            raise ConfigError(f"time factor {factor} must be positive", "pass a factor above 0")
+        self.factor = float(factor)
+        self.base = base or SystemClock()
+        self._real0 = self.base.monotonic()
+        self._t0 = self.base.now() if start is None else float(start)
+
+    def now(self) -> float:
+        return self._t0 + (self.base.monotonic() - self._real0) * self.factor
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self.base.sleep(seconds / self.factor)

@@ -11,6 +11,7 @@ Blue/green morphs add ``green`` slots at weight 0, shift weights, then remove ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,3 +62,16 @@ class Fleet(BaseModel):
     def hourly_cost(self, price: dict[tuple[str, str], float]) -> float:
         """Sum of $/h over slots, given prices keyed by (shape, region)."""
         return sum(price[(s.shape, s.region)] for s in self.slots)
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """A serving instance as the live loop sees it: slot id, shape, region, and how to measure it (pid,
+    ``host:port``)."""
+
+    id: str
+    shape: str
+    region: str
+    pid: int | None = None
+    address: str | None = None
+    healthy: bool = True

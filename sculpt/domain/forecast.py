@@ -1,8 +1,7 @@
-"""What the predictive engine hands to the decision: a demand forecast and a probability over shapes.
+"""What the predictive engine hands to the decision: a demand forecast.
 
-``Forecast`` holds quantiles of an instance's demand over the horizon; ``ShapeDistribution`` holds, for
-each candidate shape, the probability that it is the cheapest shape meeting that demand with the
-profile's headroom, plus a confidence score in [0, 1].
+``Forecast`` holds quantiles of an instance's demand over the horizon and a confidence score in [0, 1]; the
+probability over shapes is the decision's (``sculpt.decide.distribution``).
 """
 
 from __future__ import annotations
@@ -39,19 +38,3 @@ class Forecast(BaseModel):
             math.isfinite(v)
             for v in (self.cpu_p50, self.cpu_p95, self.cpu_lo, self.cpu_hi, self.mem_p50, self.mem_p95)
         )
-
-
-class ShapeDistribution(BaseModel):
-    """P(shape is the right one) over candidate shapes, summing to 1, with a confidence score."""
-
-    model_config = ConfigDict(frozen=True)
-
-    probabilities: dict[str, float]
-    confidence: float = Field(ge=0, le=1)
-
-    def top(self, n: int = 3) -> list[tuple[str, float]]:
-        return sorted(self.probabilities.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-
-    def mode(self) -> str | None:
-        t = self.top(1)
-        return t[0][0] if t else None

@@ -30,6 +30,7 @@ class Action(BaseModel):
     from_region: str | None = None
     to_region: str | None = None
     replicas: int | None = None
+    why: str = ""  # the decision's code for this action (``sculpt.decide.decision.Why``, lower case)
 
     def __str__(self) -> str:
         if self.kind == "scale":
@@ -62,6 +63,9 @@ class Plan(BaseModel):
     distribution: dict[str, float] = Field(default_factory=dict)
     policy: tuple[RuleResult, ...] = ()
     urgent: bool = False
+    why: str = ""  # the code of the reason (``sculpt.decide.decision.Why``, lower case)
+    figures: dict[str, float] = Field(default_factory=dict)  # the numbers that decided it (USD over the
+    # payback window, breach chances): net, benefit, migration, threshold, breach_current, breach_target
 
     @property
     def allowed(self) -> bool:
@@ -124,6 +128,8 @@ class Plan(BaseModel):
             "confidence": round(self.confidence, 4),
             "risk": round(self.risk, 4),
             "urgent": self.urgent,
+            "why": self.why,
+            "figures": {k: round(v, 6) for k, v in self.figures.items()},
             "distribution": {k: round(v, 6) for k, v in self.distribution.items()},
             "policy": [r.model_dump() for r in self.policy],
         }

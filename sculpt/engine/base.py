@@ -4,14 +4,23 @@ Two engines implement it: ``local`` (embedded, ledger-backed, drives the local/s
 ``pulumi`` (Automation API; the only module allowed to import ``pulumi.automation``).
 
 ``diff_fleets`` is the pure comparison both engines use for ``preview``.
+
+Callers never ask which engine they hold: what differs between engines is a method or a capability of the
+port (``status``/``reports_health``, ``running``, ``adopt``, ``outputs``, ``stepwise``). Engines are built
+by ``sculpt.engine.registry.engine_for``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sculpt.domain.fleet import Fleet, Slot
+from sculpt.domain.spec import FleetSpec
+from sculpt.ledger import Ledger, Version
+from sculpt.providers.base import Provider
 
 Op = Literal["create", "update", "replace", "delete", "same"]
 
@@ -198,10 +207,25 @@ def diff_fleets(current: Fleet | None, desired: Fleet, *, live_resize: bool = Fa
     return Diff(desired.name, tuple(changes), spec_changed)
 
 
+@dataclass
+class Command:
+    """An open command version (see ``StepwiseEngine.command``): ``fail(reason)`` ends it failed without an
+    exception (a morph that rolled back)."""
+
+    version: int
+    message: str
+    keep_spec: bool = False
+    reason: str | None = None
+
+    def fail(self, reason: str) -> None:
+        self.reason = reason
+
+
 class StackEngine(Protocol):
     """The desired fleet as a versioned stack."""
 
-    name: str
+    name: str  # the engine's name in sculpt.yaml (``local``, ``pulumi``): for messages, never for branching
+    stack: str
 
     def preview(self, fleet: Fleet) -> Diff:
         """What ``up(fleet)`` would change, without changing anything."""
@@ -211,12 +235,20 @@ class StackEngine(Protocol):
         """Make the fleet real; return the new version number."""
         ...
 
-    def history(self) -> list[object]:
+    def history(self) -> Sequence[Version]:
         """Every version, oldest first (ledger ``Version`` records)."""
         ...
 
     def current(self) -> Fleet | None:
         """The fleet of the latest succeeded version, or ``None`` for a new stack."""
+        ...
+
+    def current_version(self) -> int | None:
+        """The version whose fleet runs (``None`` for a new stack)."""
+        ...
+
+    def previous_succeeded(self) -> int | None:
+        """The succeeded version before the current one: what ``sculpt rollback`` goes back to."""
         ...
 
     def rollback(self, version: int, message: str = "") -> int:
@@ -225,4 +257,80 @@ class StackEngine(Protocol):
 
     def destroy(self) -> None:
         """Remove every resource of the stack (``sculpt down``); history is kept."""
+        ...
+
+    def adopt(self) -> int:
+        """Bring the ledger up to a stack history kept elsewhere (a shared Pulumi backend); returns the
+        versions adopted (0 where the ledger is the only record)."""
+        ...
+
+    def outputs(self) -> dict[str, Any]:
+        """The stack outputs of the last update as plain JSON values (``{}`` where a stack has none)."""
+        ...
+
+    def status(self) -> dict[str, Any] | None:
+        """What runs now, as the engine can tell (``{"lb": {"address"}, "instances": [...], ...}``, the keys
+        ``sculpt status`` prints), or ``None`` when nothing runs. ``healthy`` is ``None`` per instance unless
+        ``reports_health``."""
+        ...
+
+    def running(self) -> bool:
+        """Whether anything of the stack may run (an engine that cannot tell cheaply says ``True``)."""
+        ...
+
+    @property
+    def reports_health(self) -> bool:
+        """Whether ``status()`` carries each instance's health (the local agent's checks); else the caller
+        reads it from the cloud's own health checks (the morph platform)."""
+        ...
+
+    @property
+    def moves_regions(self) -> bool:
+        """Whether a morph may move the fleet to another region inside this stack (the local load balancer
+        spans regions); else a region move is advisory (a cloud load balancer is regional: a new stack)."""
+        ...
+
+    def stepwise(self) -> StepwiseEngine | None:
+        """This engine's step-wise command API, or ``None``.
+
+        Step-wise: one user command is one version made of several stack updates, so ``up`` and
+        ``rollback`` run as a change that hands stateful slots over blue/green (``sculpt.app.change``)
+        and morphs drive the engine through the local migration platform. ``None``: each command is one
+        engine update and the engine orders replacements itself (Pulumi)."""
+        ...
+
+
+class StepwiseEngine(StackEngine, Protocol):
+    """A ``StackEngine`` whose user commands are versions of several steps (the local engine)."""
+
+    ledger: Ledger
+    provider: Provider
+
+    def up(self, fleet: Fleet, message: str = "", *, kind: str = "up") -> int:
+        """Apply ``fleet``: a step of the open command, else a command of its own (``kind``)."""
+        ...
+
+    def command(self, kind: str, message: str, target: Fleet, *, resume: int | None = None,
+                record_spec: FleetSpec | None = None) -> AbstractContextManager[Command]:
+        """Run one user-visible command: a pending version, its stack updates as steps, then its result."""
+        ...
+
+    def begin(self, kind: str, message: str, target: Fleet) -> int:
+        """Open a command version by hand (the orchestrator's morphs); close it with ``end``."""
+        ...
+
+    def reopen(self, version: int | None) -> None:
+        """Write the next steps into ``version`` (a dead command's, during crash recovery)."""
+        ...
+
+    def end(self, version: int, result: str, message: str | None = None, *, keep_spec: bool = False) -> None:
+        """Close a command version once (later calls are no-ops)."""
+        ...
+
+    def restore_applied(self, failed: int) -> None:
+        """After a failed step, make the processes match the applied fleet again."""
+        ...
+
+    def sweep_dead(self, keep: set[int] | frozenset[int] = frozenset()) -> list[int]:
+        """Close the versions a dead command left pending (but for ``keep``); returns them."""
         ...

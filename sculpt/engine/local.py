@@ -19,14 +19,13 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from sculpt.domain.catalog import Catalog
 from sculpt.domain.errors import ConfigError, NotFoundError, SculptError
 from sculpt.domain.fleet import Fleet, Slot
 from sculpt.domain.spec import FleetSpec, parse_stored_spec
-from sculpt.engine.base import Diff, diff_fleets
+from sculpt.engine.base import Command, Diff, diff_fleets
 from sculpt.ledger import Ledger, Version, pid_alive
 from sculpt.providers.base import Provider
 
@@ -73,6 +72,8 @@ class LocalEngine:
     """
 
     name = "local"
+    reports_health = True  # ``status()`` comes from the agent, which health-checks every instance
+    moves_regions = True  # the agent's load balancer spans the local regions
 
     def __init__(self, stack: str, ledger: Ledger, catalog: Catalog, provider: Provider) -> None:
         self.stack = stack
@@ -96,6 +97,24 @@ class LocalEngine:
             return None
         version, spec, fleet = got
         return fleet_of(dataclasses.replace(version, spec=spec, fleet=fleet))
+
+    def status(self) -> dict[str, Any] | None:
+        """What the agent says runs (processes, limits, health, the load balancer's address)."""
+        return self.provider.status()
+
+    def running(self) -> bool:
+        return self.provider.running()
+
+    def outputs(self) -> dict[str, Any]:
+        """A local stack has no stack outputs (the agent reports addresses in ``status``)."""
+        return {}
+
+    def adopt(self) -> int:
+        """Nothing to adopt: the ledger is the only record of a local stack's history."""
+        return 0
+
+    def stepwise(self) -> LocalEngine:
+        return self
 
     def current_version(self) -> int | None:
         """The user-visible version whose fleet runs: the open command's, else the latest succeeded."""
@@ -265,19 +284,6 @@ class LocalEngine:
                 self.provider.apply(fleet)
         except SculptError as e:
             log.warning("version %d failed and re-applying the fleet before it failed too: %s", failed, e)
-
-
-@dataclass
-class Command:
-    """An open command version (see ``LocalEngine.command``)."""
-
-    version: int
-    message: str
-    keep_spec: bool = False
-    reason: str | None = None
-
-    def fail(self, reason: str) -> None:
-        self.reason = reason
 
 
 def _why(e: BaseException) -> str:

@@ -162,6 +162,8 @@ class PulumiEngine:
     """``StackEngine`` over a Pulumi stack. ``command`` replaces the ``pulumi`` CLI process (tests)."""
 
     name = "pulumi"
+    reports_health = False  # the cloud's health checks are read through the morph platform (sculpt.app.status)
+    moves_regions = False  # the load balancer is regional: another region is another stack
 
     def __init__(self, spec: FleetSpec, state_dir: Path, ledger: Ledger, *, command: Any = None,
                  on_progress: Progress | None = None, preview_before_up: bool = True) -> None:
@@ -385,6 +387,35 @@ class PulumiEngine:
                 raw = self._workspace_stack().outputs()
             self._outputs = {str(k): getattr(v, "value", v) for k, v in (raw or {}).items()}
         return dict(self._outputs)
+
+    def status(self) -> dict[str, Any] | None:
+        """The current fleet's slots joined with the stack outputs (the load balancer's URL, each slot's
+        cloud instance id and private address); ``healthy`` is ``None`` (see ``reports_health``)."""
+        fleet = self.current()
+        if fleet is None:
+            return None
+        outputs = self.outputs()
+        rows = dict(outputs.get("instances") or {})
+        instances = []
+        for s in fleet.slots:
+            row = dict(rows.get(s.id) or {})
+            instances.append({
+                "id": s.id, "shape": s.shape, "region": s.region, "colour": s.colour, "weight": s.weight,
+                "healthy": None, "instance_id": row.get("id"), "address": row.get("private_ip"),
+                "pid": None, "cpu_limit": None, "mem_limit_mb": None, "enforcement": "instance type", "restarts": 0,
+            })
+        url = str(outputs.get("url") or "")
+        address = url.split("://", 1)[-1] or None  # host:port, as the local load balancer reports it
+        return {"enforcement": "instance type", "live_resize": False, "agent_pid": None,
+                "lb": {"address": address}, "instances": instances, "notes": []}
+
+    def running(self) -> bool:
+        """Whether the stack may have resources: the cloud is not asked, so yes (``destroy`` is idempotent)."""
+        return True
+
+    def stepwise(self) -> None:
+        """Each command is one Pulumi update; Pulumi orders replacements itself."""
+        return None
 
     def current_version(self) -> int | None:
         v = self.ledger.latest_version(self.stack, succeeded_only=True)

@@ -1,8 +1,8 @@
-"""Demand forecasting: one ``Predictor`` protocol, river and LSTM models, an ensemble, the shape distribution.
+"""Demand forecasting: one ``Predictor`` protocol, river and LSTM models, an ensemble.
 
 Callers build a model with ``make_predictor(name, profile=..., seed=..., horizon_s=...)`` and use it only
-through the ``Predictor`` protocol (``learn_many`` / ``forecast_many`` every tick); ``shape_distribution``
-turns a ``ForecastBatch`` into probabilities over a catalog's shapes. torch is imported only when the LSTM
+through the ``Predictor`` protocol (``learn_many`` / ``forecast_many`` every tick); the probability over
+shapes is the decision's (``sculpt.decide.distribution``). torch is imported only when the LSTM
 is built; without it ``ensemble`` runs river-only and says so in ``.notes`` (and ``capabilities()``).
 
 >>> p = make_predictor("last-value")
@@ -84,10 +84,6 @@ def make_predictor(name: str, *, profile: str = "general", seed: int = 0, horizo
 
 
 def __getattr__(name: str) -> Any:  # lazy re-exports that would otherwise import heavy modules
-    if name == "shape_distribution":
-        from sculpt.forecast.shapes import shape_distribution
-
-        return shape_distribution
     if name == "bench_tick":
         from sculpt.forecast.evaluate import bench_tick
 
@@ -96,4 +92,4 @@ def __getattr__(name: str) -> Any:  # lazy re-exports that would otherwise impor
 
 
 __all__ = ["MODELS", "ForecastBatch", "Predictor", "Sample", "SampleBatch", "bench_tick", "capabilities",
-           "make_predictor", "shape_distribution", "torch_available"]
+           "make_predictor", "torch_available"]

@@ -85,9 +85,35 @@ class ForecastBatch:
 
 @runtime_checkable
 class Predictor(Protocol):
-    """A demand model over many instance streams."""
+    """A demand model over many instance streams.
+
+    Besides its ``name`` it says which application ``profile`` it learns for, the ``seed`` it was built with
+    (a fresh model of the same kind and seed is what a profile switch starts from), the forecast period
+    ``horizon_s`` it closes periods at, and ``notes`` (one line each) about how it runs here (e.g. the
+    ensemble without torch). Read-only here: plain attributes satisfy them.
+    """
 
     name: str
+
+    @property
+    def profile(self) -> str:
+        """The application profile the model learns (``general``, ``web``, ...)."""
+        ...
+
+    @property
+    def seed(self) -> int:
+        """The seed it was built with (``make_predictor(..., seed=)``)."""
+        ...
+
+    @property
+    def horizon_s(self) -> float:
+        """The period it forecasts (seconds): what ``make_predictor(..., horizon_s=)`` was given."""
+        ...
+
+    @property
+    def notes(self) -> list[str]:
+        """How the model runs here, one line each (empty when there is nothing to say)."""
+        ...
 
     def learn_one(self, stream: str, sample: Sample) -> None:
         """Learn one observation. Bad samples (NaN, negative, time going backwards) are skipped and counted."""

@@ -92,6 +92,10 @@ class PeriodPredictor:
     period) and returns ``(cpu_median, mem_median, cpu_upper, mem_upper)`` for the next period in cores and
     GiB; the uppers may be ``None`` (the conformal bound is used). Subclasses keep their own state in
     attributes listed in ``_model_fields`` so that ``dumps``/``loads`` round-trip them.
+
+    The horizon is the period: a predictor built with ``horizon_s`` closes periods of that length and
+    forecasts the next one, so ``forecast_many`` for another horizon raises (it has no such forecast to
+    give), and ``loads`` refuses a checkpoint of another period.
     """
 
     name = "base"
@@ -187,6 +191,9 @@ class PeriodPredictor:
         return self.forecast_many([stream], horizon_s).get(0)
 
     def forecast_many(self, streams: Sequence[str], horizon_s: float) -> ForecastBatch:
+        if float(horizon_s) != self.horizon_s:
+            raise ValueError(f"the {self.name} model forecasts {self.horizon_s:g}-second periods, not "
+                             f"{float(horizon_s):g}: build it with make_predictor(..., horizon_s={float(horizon_s):g})")
         idx = self.table.indices(streams, create=False)
         known = idx >= 0
         safe = np.where(known, idx, 0)
@@ -340,6 +347,9 @@ class PeriodPredictor:
                 raise ValueError("unknown checkpoint format")
             if state.get("name") != self.name:
                 raise ValueError(f"checkpoint is of model '{state.get('name')}'")
+            if float(state.get("horizon_s", self.horizon_s)) != self.horizon_s:
+                raise ValueError(f"checkpoint forecasts {float(state['horizon_s']):g}-second periods, this model "
+                                 f"{self.horizon_s:g}")
             table = StreamTable.from_state(state["table"])
         except Exception as e:  # noqa: BLE001 - any decoding problem is the same user-facing error
             raise ModelLoadError(f"cannot restore the {self.name} model checkpoint ({e})",

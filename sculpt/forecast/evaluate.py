@@ -81,7 +81,7 @@ def progressive(
                 preds[v][(i + 1) // k] = np.column_stack([fb.cpu_p50, fb.cpu_p95, fb.cpu_lo, fb.cpu_hi,
                                                           fb.mem_p50, fb.samples])
     out = {v: _score(preds[v], y_cpu, y_mem, warmup_periods, bool(getattr(t, "has_interval", True)),
-                     list(getattr(t, "notes", []))) for v, t in targets.items()}
+                     list(t.notes)) for v, t in targets.items()}
     cpu_s = time.process_time() - cpu0  # includes the scoring loop's few ms; robust to a busy machine
     for v in out:
         out[v]["model_s"] = round(spent, 3)
@@ -189,5 +189,5 @@ def bench_tick(n_streams: int = 10_000, ticks: int = 36, model: str = "ensemble"
         "p95_ms": round(float(np.percentile(allt, 95)), 2), "max_ms": round(float(np.max(allt)), 2),
         "boundary_mean_ms": round(float(np.mean(boundary)), 2) if boundary else None,
         "between_mean_ms": round(float(np.mean(per_tick)), 2) if per_tick else None,
-        "notes": list(getattr(p, "notes", [])),
+        "notes": list(p.notes),
     }

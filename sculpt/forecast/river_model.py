@@ -72,10 +72,10 @@ class RiverQuantile(PeriodPredictor):
         self.anchor = anchor
         self.weighted = weighted
         if isinstance(prior, str | Path):
-            from sculpt.forecast.prior import load_prior
+            from sculpt.forecast.prior_model import load_prior
 
             prior = load_prior(prior)
-        self.prior = prior  # an optional sculpt.forecast.prior.Prior used while a stream is young
+        self.prior = prior  # an optional sculpt.forecast.prior_model.Prior used while a stream is young
         F = len(NAMES)
         self.X_last = np.full((0, F), np.nan)
         self.A_last = np.full((0, 2), np.nan)  # the anchors (cpu, mem) the last forecast was relative to

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sculpt.metrics.base import MetricSource, Sample
+from sculpt.metrics.base import MetricPoint, MetricSource
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,11 @@ class SlotCloudWatchSource:
         self.source = source
         self.resolve = resolve
 
-    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[Sample]]:
+    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[MetricPoint]]:
         targets = self.resolve()
         known = [s for s in instances if s in targets]
         by_id = self.source.read([targets[s].instance_id for s in known], start, end, step) if known else {}
-        out: dict[str, list[Sample]] = {}
+        out: dict[str, list[MetricPoint]] = {}
         for slot in instances:
             t = targets.get(slot)
             samples = by_id.get(t.instance_id, []) if t is not None else []
@@ -76,13 +76,13 @@ class SlotCloudWatchSource:
         return out
 
 
-def with_cores(sample: Sample, vcpus: float | None) -> Sample:
+def with_cores(sample: MetricPoint, vcpus: float | None) -> MetricPoint:
     """Add ``cpu_cores`` (``cpu_pct`` / 100 x vCPUs) when the shape is known.
 
-    >>> with_cores(Sample(0.0, {"cpu_pct": 50.0}), 4).values["cpu_cores"]
+    >>> with_cores(MetricPoint(0.0, {"cpu_pct": 50.0}), 4).values["cpu_cores"]
     2.0
     """
     pct = sample.values.get("cpu_pct")
     if pct is None or vcpus is None:
         return sample
-    return Sample(sample.time, {**sample.values, "cpu_cores": float(pct) / 100.0 * float(vcpus)})
+    return MetricPoint(sample.time, {**sample.values, "cpu_cores": float(pct) / 100.0 * float(vcpus)})

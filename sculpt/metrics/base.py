@@ -13,7 +13,7 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
-class Sample:
+class MetricPoint:
     """One instance's metrics at one time (seconds since the epoch); names are the source's, e.g.
     ``cpu_pct``, ``network_in_bytes``."""
 
@@ -22,6 +22,6 @@ class Sample:
 
 
 class MetricSource(Protocol):
-    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[Sample]]:
+    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[MetricPoint]]:
         """Samples per instance id, oldest first; an instance with no data maps to an empty list."""
         ...

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sculpt.domain.errors import ConfigError, ProviderError
-from sculpt.metrics.base import Sample
+from sculpt.metrics.base import MetricPoint
 
 MAX_QUERIES = 500  # GetMetricData's limit per call
 
@@ -89,7 +89,7 @@ class CloudWatchSource:
             for i, inst in enumerate(instances) for j, m in enumerate(self.metrics)
         ]
 
-    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[Sample]]:
+    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[MetricPoint]]:
         instances = list(dict.fromkeys(instances))
         points: dict[str, dict[float, dict[str, float]]] = {i: {} for i in instances}
         t0 = datetime.fromtimestamp(start, UTC)
@@ -107,7 +107,7 @@ class CloudWatchSource:
                                         "check the endpoint (AWS_ENDPOINT_URL) is CloudWatch") from None
                 for t, value in pairs:
                     per_time.setdefault(t, {})[name] = value
-        return {inst: [Sample(t, vals) for t, vals in sorted(points[inst].items())] for inst in instances}
+        return {inst: [MetricPoint(t, vals) for t, vals in sorted(points[inst].items())] for inst in instances}
 
     def _results(self, queries: list[dict[str, Any]], t0: datetime, t1: datetime) -> Iterator[dict[str, Any]]:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from sculpt.domain.errors import ProviderError
 from sculpt.metrics.aws_ids import with_cores
-from sculpt.metrics.base import MetricSource, Sample
+from sculpt.metrics.base import MetricPoint, MetricSource
 
 CPU_UTILIZATION = "compute.googleapis.com/instance/cpu/utilization"
 MAX_FILTER_CHARS = 2000  # a conservative bound on one filter's length (an assumption, not Google's number)
@@ -130,7 +130,7 @@ class MonitoringSource:
         self.max_names = max_names
         self.calls = 0  # timeSeries.list requests made (pages included)
 
-    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[Sample]]:
+    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[MetricPoint]]:
         names = list(dict.fromkeys(instances))
         points: dict[str, dict[float, dict[str, float]]] = {n: {} for n in names}
         cut = batches(names, self.metric_type, max_chars=self.max_filter_chars, max_names=self.max_names)
@@ -144,7 +144,7 @@ class MonitoringSource:
                     if t is None or v is None:
                         continue
                     points[name].setdefault(parse_time(str(t)), {})["cpu_pct"] = 100.0 * v
-        return {n: [Sample(t, vals) for t, vals in sorted(points[n].items())] for n in names}
+        return {n: [MetricPoint(t, vals) for t, vals in sorted(points[n].items())] for n in names}
 
     def _series(self, names: list[str], start: float, end: float, step: float) -> Iterator[dict[str, Any]]:
         query = {"filter": name_filter(self.metric_type, names), "interval.startTime": rfc3339(start),
@@ -186,7 +186,7 @@ class SlotMonitoringSource:
         self.source_for = source_for
         self.resolve = resolve
 
-    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[Sample]]:
+    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[MetricPoint]]:
         targets = self.resolve()
         by_project: dict[str, list[str]] = {}
         for slot in instances:
@@ -195,7 +195,7 @@ class SlotMonitoringSource:
                 by_project.setdefault(t.project, []).append(t.instance_name)
         got = {(project, name): samples for project, names in by_project.items()
                for name, samples in self.source_for(project).read(names, start, end, step).items()}
-        out: dict[str, list[Sample]] = {}
+        out: dict[str, list[MetricPoint]] = {}
         for slot in instances:
             t = targets.get(slot)
             samples = got.get((t.project, t.instance_name), []) if t is not None else []

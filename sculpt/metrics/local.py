@@ -5,7 +5,7 @@ of the process and its children), resident memory in GiB, and from the app's Pro
 request rate and the p95 latency over the last interval. A value it cannot measure is NaN ("not
 measured"), never a guess: the learners skip NaN.
 
-Each ``poll()`` returns one ``Sample`` per live instance with the keys ``cpu_cores``, ``mem_gib``, ``rps``
+Each ``poll()`` returns one ``MetricPoint`` per live instance with the keys ``cpu_cores``, ``mem_gib``, ``rps``
 and ``latency_p95_ms``; ``read()`` (the ``MetricSource`` port) answers from the polls it has kept.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from sculpt.domain.clock import Clock, SystemClock
 from sculpt.metrics import promtext
-from sculpt.metrics.base import Sample
+from sculpt.metrics.base import MetricPoint
 
 GIB = 1024.0**3
 REQUEST_COUNTERS = ("demoapp_requests_total", "http_requests_total", "http_server_requests_total")
@@ -88,11 +88,11 @@ class LocalSource:
         self._clock = clock or SystemClock()
         self._timeout = timeout_s
         self._prev: dict[str, _Prev] = {}
-        self._history: dict[str, deque[Sample]] = {}
+        self._history: dict[str, deque[MetricPoint]] = {}
         self._keep = keep
 
-    def poll(self) -> dict[str, Sample]:
-        out: dict[str, Sample] = {}
+    def poll(self) -> dict[str, MetricPoint]:
+        out: dict[str, MetricPoint] = {}
         now = self._clock.monotonic()
         wall = self._clock.now()
         seen = set()
@@ -125,7 +125,7 @@ class LocalSource:
                     p95 = promtext.histogram_quantile(0.95, _bucket_delta(buckets, prev.buckets))
                     p95_ms = p95 * 1000.0 if not math.isnan(p95) else math.nan
             self._prev[tgt.id] = _Prev(now, cpu_s, requests, buckets)
-            sample = Sample(time=wall, values={"cpu_cores": cores, "mem_gib": rss / GIB if rss == rss else math.nan,
+            sample = MetricPoint(time=wall, values={"cpu_cores": cores, "mem_gib": rss / GIB if rss == rss else math.nan,
                                                "rps": rps, "latency_p95_ms": p95_ms})
             out[tgt.id] = sample
             self._history.setdefault(tgt.id, deque(maxlen=self._keep)).append(sample)
@@ -133,6 +133,6 @@ class LocalSource:
             del self._prev[gone]
         return out
 
-    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[Sample]]:
+    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[MetricPoint]]:
         """Kept samples in [start, end]; ``step`` is ignored (samples are as polled)."""
         return {i: [s for s in self._history.get(i, ()) if start <= s.time <= end] for i in instances}

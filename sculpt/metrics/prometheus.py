@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sculpt.domain.errors import ConfigError, ProviderError
-from sculpt.metrics.base import Sample
+from sculpt.metrics.base import MetricPoint
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a range answer larger than this is a runaway query, not a reading
 
@@ -143,7 +143,7 @@ class PrometheusSource:
                 return f"the timestamp {_brief(repr(point[0]), 40)} is not a finite number"
         return None
 
-    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[Sample]]:
+    def read(self, instances: Sequence[str], start: float, end: float, step: float) -> dict[str, list[MetricPoint]]:
         wanted = set(instances)
         merged: dict[str, dict[float, dict[str, float]]] = {i: {} for i in instances}
         for metric, expr in self.queries.items():
@@ -158,4 +158,4 @@ class PrometheusSource:
                     except (TypeError, ValueError, OverflowError):
                         val = math.nan
                     merged[inst].setdefault(float(t), {})[metric] = val  # t checked by _malformed
-        return {i: [Sample(time=t, values=vals) for t, vals in sorted(by_t.items())] for i, by_t in merged.items()}
+        return {i: [MetricPoint(time=t, values=vals) for t, vals in sorted(by_t.items())] for i, by_t in merged.items()}

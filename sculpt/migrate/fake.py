@@ -3,14 +3,14 @@
 Why it exists: the invariants of a morph (capacity never below the minimum, one writer per key, no
 acknowledged write lost) must hold for *every* interleaving of faults and steps, which is too many cases
 to run against real processes. This fake keeps versions, instances with key–value state and seq numbers
-(the demo app's checkpoint semantics), and a load balancer with weights, consistent-hash routing and a
-pause that holds requests. Every port call lets some seeded client traffic through, so writes interleave
+(the demo app's checkpoint semantics), and a load balancer with weights, consistent-hash routing (the
+real load balancer's ring, ``sculpt.domain.ring``: first healthy member clockwise) and a pause that holds
+requests. Every port call lets some seeded client traffic through, so writes interleave
 with every step. It is a test double at the provider boundary — never used by ``sculpt`` itself.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sculpt.domain.errors import ProviderError
 from sculpt.domain.fleet import Fleet
+from sculpt.domain.ring import ring_of
 from sculpt.migrate.port import Checkpoint, Instance, VersionPerUpdate
 
 
@@ -58,14 +59,6 @@ class FakeInstance:
         for k in cp.deleted:
             if self.items.pop(k, None) is not None:
                 self.deleted[k] = self.seq
-
-
-def rendezvous_owner(key: str, slot_ids: Sequence[str]) -> str:
-    """Highest-random-weight hashing: moving one member moves only that member's keys (and the keys the
-    newcomer wins)."""
-    if not slot_ids:
-        raise ProviderError("no backend serves traffic", "add a slot with weight > 0")
-    return max(slot_ids, key=lambda s: hashlib.blake2b(f"{s}|{key}".encode(), digest_size=8).digest())
 
 
 class FakePlatform(VersionPerUpdate):
@@ -110,11 +103,13 @@ class FakePlatform(VersionPerUpdate):
             self.acked[key] = value
 
     def route(self, key: str) -> FakeInstance | None:
+        if self.keyed:  # as the LB: the ring of every member with weight, the first healthy one clockwise
+            ring = ring_of(tuple((i.slot_id, i.weight) for i in self.live.values()))
+            sid = ring.owner(key, healthy={i.slot_id: i.healthy for i in self.live.values()})
+            return None if sid is None else self.live[sid]
         serving = [i for i in self.live.values() if i.weight > 0 and i.healthy]
         if not serving:
             return None
-        if self.keyed:
-            return self.live[rendezvous_owner(key, [i.slot_id for i in serving])]
         return self.rng.choices(serving, weights=[i.weight for i in serving])[0]
 
     def read(self, key: str) -> str | None:
@@ -216,7 +211,10 @@ class FakePlatform(VersionPerUpdate):
         return None if self.live_resize else "the fake provider was told it cannot resize live"
 
     def owner(self, key: str, ring: Sequence[tuple[str, int]]) -> str:
-        return rendezvous_owner(key, [sid for sid, _ in ring])
+        sid = ring_of(tuple(ring)).owner(key)
+        if sid is None:
+            raise ProviderError("no slot takes traffic", "give a slot a weight above 0")
+        return sid
 
     def keyed_routing(self) -> bool:
         return self.keyed

@@ -1,14 +1,15 @@
 """The ``Platform`` adapter for the local provider: the local engine (stack versions) + the stack's agent.
 
 Why it exists: it is the one place where the orchestrator's narrow port meets real processes. Each method
-is a thin translation: fleet versions go through ``LocalEngine`` (so every step is a numbered stack
-version), traffic control and instance facts through ``AgentClient``, and state moves over HTTP straight
-to the instances (the app's checkpoint/restore endpoints, as ``sculpt.yaml`` names them).
+is a thin translation: fleet versions go through the step-wise engine it is given (so every step is a
+numbered stack version), traffic control and instance facts through the stack's ``AgentClient``, key
+ownership through the load balancer's own ring (``sculpt.domain.ring``), and state moves over HTTP straight
+to the instances (the app's checkpoint/restore endpoints, as ``sculpt.yaml`` names them). It builds no
+engine or provider itself: ``open_local`` does, for crash recovery, which has only a ledger.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import time
@@ -18,8 +19,12 @@ from typing import Any
 
 from sculpt.domain.errors import NotFoundError, ProviderError
 from sculpt.domain.fleet import Fleet
+from sculpt.domain.ring import HashRing, ring_of
+from sculpt.engine.base import StepwiseEngine
+from sculpt.ledger import Ledger
 from sculpt.migrate.port import Checkpoint, Instance
 from sculpt.migrate.transport import fetch_checkpoint, http_call, push_restore, switch_readonly
+from sculpt.providers.local.client import AgentClient
 
 log = logging.getLogger("sculpt.migrate.local")
 
@@ -27,27 +32,21 @@ _FIX = "see `sculpt status` and the instance log"
 
 
 class LocalPlatform:
-    """``Platform`` over a ``LocalEngine`` and its stack's agent (see ``sculpt.migrate.port``)."""
+    """``Platform`` over a step-wise engine (the local one) and its stack's agent (see ``sculpt.migrate.port``).
 
-    def __init__(self, engine: Any, state_dir: str | Path, *, auto_resume_s: float | None = None) -> None:
-        from sculpt.providers.local.client import AgentClient
+    ``engine`` runs the versions and, through its ``provider``, says whether instances resize live;
+    ``client`` talks to the stack's agent (default: the one under ``state_dir``).
+    """
 
+    def __init__(self, engine: StepwiseEngine, state_dir: str | Path, *, client: AgentClient | None = None,
+                 auto_resume_s: float | None = None) -> None:
         self.engine = engine
         self.stack: str = engine.stack
         self.state_dir = Path(state_dir)
-        self.client = AgentClient(self.state_dir, self.stack)
+        self.client = client if client is not None else AgentClient(self.state_dir, self.stack)
         self.auto_resume_s = auto_resume_s
         self._readonly_unsupported = False
-        self._rings: dict[tuple[tuple[str, int], ...], tuple[list[int], list[str], dict[str, str]]] = {}
-
-    @classmethod
-    def open(cls, state_dir: str | Path, stack: str, ledger: Any) -> LocalPlatform:
-        """Build the engine for an existing stack from its ledger (what crash recovery needs)."""
-        from sculpt.catalog import load_catalog
-        from sculpt.engine.local import LocalEngine
-        from sculpt.providers.local.provider import LocalProvider
-
-        return cls(LocalEngine(stack, ledger, load_catalog("local"), LocalProvider(state_dir, stack)), state_dir)
+        self._rings: dict[tuple[tuple[str, int], ...], tuple[HashRing, dict[str, str]]] = {}
 
     # -- versions -----------------------------------------------------------------------------------------
     def current(self) -> tuple[int, Fleet]:
@@ -136,7 +135,7 @@ class LocalPlatform:
             time.sleep(0.005)
 
     def live_resize_blocker(self) -> str | None:
-        caps = self.engine.provider.capabilities()
+        caps = self.engine.provider.capabilities()  # the provider the engine applies with
         if caps.get("live_resize"):
             return None
         return (f"this machine's cgroups are not writable (enforcement: {caps.get('enforcement')}), so a running "
@@ -146,20 +145,22 @@ class LocalPlatform:
         return self.current()[1].spec.lb.routing == "hash"
 
     def owner(self, key: str, ring: Sequence[tuple[str, int]]) -> str:
-        """The LB's own ring (points per backend uid = weight), so planning and routing agree."""
-        from sculpt.providers.local.lb import Backend, build_ring, hash_point
+        """The load balancer's ring over the slots' backend ids (the agent's instance uids) with these weights,
+        so the keys a handover copies are the keys the LB sends to the new owner.
 
-        key_ring = tuple(ring)
-        if key_ring not in self._rings:  # one agent round trip per ring, not per key
+        Every member counts as up: this is who owns a key, not where a request goes while its owner is
+        down (the LB then sends it to the next member clockwise until the owner is back)."""
+        members = tuple(ring)
+        if members not in self._rings:  # one agent round trip per ring, not per key
             rows = self._rows()
-            uid_of = {sid: str(rows[sid]["uid"]) if sid in rows else sid for sid, _ in ring}
-            pts, own = build_ring([Backend(uid_of[sid], "", 0, w) for sid, w in ring])
-            self._rings[key_ring] = (pts, own, {u: s for s, u in uid_of.items()})
-        points, owners, slot_of = self._rings[key_ring]
-        if not points:
+            uid_of = {sid: str(rows[sid]["uid"]) if sid in rows else sid for sid, _ in members}
+            self._rings[members] = (ring_of(tuple((uid_of[sid], w) for sid, w in members)),
+                                    {u: s for s, u in uid_of.items()})
+        hashed, slot_of = self._rings[members]
+        uid = hashed.owner(key)
+        if uid is None:
             raise ProviderError("no slot takes traffic", "give a slot a weight above 0")
-        i = bisect.bisect_left(points, hash_point(key)) % len(points)
-        return slot_of[owners[i]]
+        return slot_of[uid]
 
     # -- state transport ----------------------------------------------------------------------------------
     def _address(self, slot_id: str) -> str:
@@ -194,3 +195,13 @@ class LocalPlatform:
 
     def instance_url(self, slot_id: str) -> str | None:
         return f"http://{self._address(slot_id)}"
+
+
+def open_local(state_dir: str | Path, stack: str, ledger: Ledger) -> LocalPlatform:
+    """The platform of an existing local stack, from its ledger alone (what crash recovery has): the local
+    engine over the local provider under ``state_dir``."""
+    from sculpt.catalog import load_catalog
+    from sculpt.engine.local import LocalEngine
+    from sculpt.providers.local.provider import LocalProvider
+
+    return LocalPlatform(LocalEngine(stack, ledger, load_catalog("local"), LocalProvider(state_dir, stack)), state_dir)

@@ -28,8 +28,8 @@ from sculpt.domain.clock import Clock
 from sculpt.domain.errors import ConfigError, ProviderError, SculptError
 from sculpt.domain.fleet import Fleet, Slot
 from sculpt.domain.spec import FleetSpec
-from sculpt.migrate.faults import Crash, Faults, InjectedFault, hits, kill_self
-from sculpt.migrate.port import Platform
+from sculpt.migrate.faults import Crash, Faults, hits, kill_self, with_faults
+from sculpt.migrate.port import AppliedButFailed, Platform
 from sculpt.migrate.states import (
     BLUE_GREEN_STEPS,
     IN_PLACE_STEPS,
@@ -39,7 +39,7 @@ from sculpt.migrate.states import (
     can_follow,
     committed,
 )
-from sculpt.migrate.sync import Handover, Ring, Syncer
+from sculpt.migrate.sync import Ring, StateHandover, Syncer
 
 log = logging.getLogger("sculpt.migrate")
 
@@ -114,7 +114,7 @@ class _Ctx:
     green: str
     shape: str
     region: str
-    handover: Handover | None = None
+    handover: StateHandover | None = None
     paused: bool = False
     readonly: list[str] = field(default_factory=list)
     reached: State = State.PLAN
@@ -137,7 +137,7 @@ class _Ctx:
     def from_json(d: dict[str, Any]) -> _Ctx:
         h = d.get("handover")
         return _Ctx(int(d["replica"]), int(d["base_version"]), str(d["blue"]), str(d["green"]), str(d["shape"]),
-                    str(d["region"]), Handover.from_json(h) if h else None, bool(d.get("paused")),
+                    str(d["region"]), StateHandover.from_json(h) if h else None, bool(d.get("paused")),
                     list(d.get("readonly") or []), State(d.get("reached", "PLAN")), d.get("base_fleet"),
                     str(d.get("from_shape", "")), str(d.get("from_region", "")))
 
@@ -166,12 +166,16 @@ def serving(fleet: Fleet) -> Ring:
     return tuple((s.id, s.weight) for s in fleet.slots if s.weight > 0)
 
 
-def unreachable_faults(faults: Faults, strategy: str) -> list[str]:
-    """Faults of ``faults`` that a morph with ``strategy`` never reaches (said, not silently ignored)."""
+def unreachable_faults(faults: Faults, strategy: str, state_sync: str = "http") -> list[str]:
+    """Faults of ``faults`` that a morph with ``strategy`` never reaches (said, not silently ignored);
+    ``state_sync``: the app's sync strategy (``none`` restores nothing, ``command`` restores through the
+    user's own command, which no platform fault reaches)."""
     steps = {s.value for s in (IN_PLACE_STEPS if strategy == "in-place" else BLUE_GREEN_STEPS)}
     out = []
     if strategy == "in-place":
         out += [n for n, on in (("restore-fails", faults.restore_fails), ("shift-fails", faults.shift_fails)) if on]
+    elif faults.restore_fails and state_sync in ("none", "command"):
+        out.append("restore-fails")
     for name, where in (("step-timeout", faults.timeout_at), ("crash-at", faults.crash_at),
                         ("crash-before", faults.crash_before)):
         if where and not where.startswith("#") and where not in steps and where != "ROLLBACK":
@@ -207,10 +211,13 @@ class Orchestrator:
     def __init__(self, platform: Platform, ledger: Any, clock: Clock, *, faults: Faults | None = None,
                  timeouts: Timeouts | None = None, crash: Crash = kill_self, progress: Progress | None = None,
                  migration_id: str | None = None) -> None:
-        self.p = platform
+        self.faults = faults or Faults()
+        # the platform's faults break the way forward (a rollback copies back over ``unfaulted``, what it
+        # exercises); the controller's own (a hung step, a crash) are hooks of the steps below
+        self.unfaulted = platform
+        self.p = with_faults(platform, self.faults)
         self.ledger = ledger
         self.clock = clock
-        self.faults = faults or Faults()
         self.t = timeouts or Timeouts()
         self.crash = crash
         self.progress = progress
@@ -265,8 +272,7 @@ class Orchestrator:
         if not plan:
             rep.result = "unchanged"
             return rep
-        syncer = Syncer(self.p, spec.app.state_sync, restore_fails=self.faults.restore_fails,
-                        command_timeout_s=self.t.step_s)
+        syncer = Syncer(self.p, spec.app.state_sync, command_timeout_s=self.t.step_s)
         if strategy == "blue-green":
             syncer.check(self.p.keyed_routing(), len(fleet.slots))
             if len(fleet.slots) > 1 and not self.p.keyed_routing() and syncer.strategy != "none":
@@ -274,7 +280,7 @@ class Orchestrator:
                     f"a stateful fleet of {len(fleet.slots)} replicas behind weighted routing has no single "
                     "owner per key, so its state cannot be handed over safely",
                     "set lb.routing: hash (one owner per key) or app.state_sync.strategy: none")
-        for unused in unreachable_faults(self.faults, strategy):
+        for unused in unreachable_faults(self.faults, strategy, spec.app.state_sync.strategy):
             log.warning("fault '%s' never fires in a%s %s morph", unused, "n" if strategy[0] == "i" else "",
                         strategy)
         self._origin = request.origin
@@ -439,7 +445,7 @@ class Orchestrator:
                      colour="green" if blue.colour == "blue" else "blue", weight=0)
         before = serving(fleet)
         after = tuple((ctx.green, w) if sid == blue.id else (sid, w) for sid, w in before)
-        ctx.handover = Handover({blue.id: ctx.green}, before, after, self.p.keyed_routing())
+        ctx.handover = StateHandover({blue.id: ctx.green}, before, after, self.p.keyed_routing())
         with_green = fleet.with_slots([*fleet.slots, green])
         h = ctx.handover
 
@@ -460,11 +466,11 @@ class Orchestrator:
         self._step(State.WAIT_HEALTHY, ctx, lambda: self._wait_healthy(green.id, ctx.shape))
         self._step(State.SYNC_STATE, ctx, lambda: syncer.presync(h))
         self._step(State.PAUSE_FINAL_DELTA, ctx, final_delta)
-        self._step(State.SHIFT, ctx, lambda: self._shift(ctx, inject=True))
+        self._step(State.SHIFT, ctx, lambda: self._shift(ctx))
         self._step(State.RESUME, ctx, lambda: self._resume(ctx))
         self._finish_replica(ctx, State.RESUME, already_entered=True)
 
-    def _shift(self, ctx: _Ctx, *, inject: bool = False) -> None:
+    def _shift(self, ctx: _Ctx) -> None:
         """Blue's weight to green in one stack update (idempotent: a recovery re-runs it)."""
         fleet = self.p.current()[1]
         blue = next((s for s in fleet.slots if s.id == ctx.blue), None)
@@ -480,8 +486,6 @@ class Orchestrator:
                 green.model_copy(update={"weight": weight}),
             ])
             self._apply(shifted, f"shift traffic {ctx.blue} -> {ctx.green}")
-        if inject and self.faults.shift_fails:
-            raise InjectedFault(f"shift {ctx.blue} -> {ctx.green} failed after the new weights were applied")
 
     def _finish_replica(self, ctx: _Ctx, state: State, already_entered: bool = False) -> None:
         """(SHIFT →) RESUME → DRAIN_BLUE → RETIRE_BLUE for a replica whose shift was requested."""
@@ -565,10 +569,17 @@ class Orchestrator:
 
     def _apply(self, fleet: Fleet, what: str) -> int:
         fleet = with_spec_of(fleet)
-        v = self.p.apply(fleet, f"morph {self.mid}: {what}")
+        try:
+            v = self.p.apply(fleet, f"morph {self.mid}: {what}")
+        except AppliedButFailed as e:
+            self._count_version(e.version)
+            raise
+        self._count_version(v)
+        return v
+
+    def _count_version(self, v: int) -> None:
         if self.report is not None and v not in self.report.versions:
             self.report.versions.append(v)
-        return v
 
     def _pause(self, ctx: _Ctx) -> None:
         """Hold new requests at the LB. The controller keeps the pause for at most ``pause_budget_s`` (its
@@ -621,8 +632,6 @@ class Orchestrator:
 
     def _wait_healthy(self, slot_id: str, shape: str) -> None:
         def ok() -> bool:
-            if self.faults.green_unhealthy:
-                return False
             inst = self.p.instances().get(slot_id)
             return inst is not None and inst.shape == shape and self.p.probe(slot_id)
 
@@ -665,7 +674,7 @@ class Orchestrator:
                 self._wait(lambda: self.p.wait_idle(h.after_ids(), 0.0), self.t.drain_s,
                            f"requests in flight to {ctx.green} did not finish", "raise lb.drain_s in sculpt.yaml")
                 self.p.set_readonly(ctx.green, True)
-                Syncer(self.p, self.p.current()[1].spec.app.state_sync,
+                Syncer(self.unfaulted, self.p.current()[1].spec.app.state_sync,
                        command_timeout_s=self.t.step_s).reverse(h)
             # Always re-apply: the provider reconciles away a half-started green even if no version says so.
             base = Fleet.model_validate(ctx.base_fleet) if ctx.base_fleet else None

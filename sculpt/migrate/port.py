@@ -1,9 +1,11 @@
 """The narrow port between the morph orchestrator and the platform it runs on.
 
 Why it exists: the state machine must not know about processes, sockets or agents. It needs only to
-apply a fleet as a new stack version, hold and release traffic, see instances and their health, resize
-live, and move state between two instances. ``local.py`` adapts the local engine + agent to this port in a
-few lines per method; ``fake.py`` is an in-memory fake of it for property tests.
+apply a fleet as a new stack version (``Versions``), see instances and their health (``Instances``), hold
+and release traffic (``Traffic``), know who owns a key (``KeyRouting``), and move state between two
+instances (``StateTransport``); ``Platform`` is all five, and each caller is typed against the narrowest
+one it uses. ``local.py`` adapts the local engine + agent to this port in a few lines per method; ``fake.py``
+is an in-memory fake of it for property tests; ``faults.FaultyPlatform`` wraps any of them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from sculpt.domain.errors import ProviderError
 from sculpt.domain.fleet import Fleet
 
 
@@ -56,8 +59,17 @@ class Checkpoint:
                           tuple(k for k in self.deleted if k in keys))
 
 
-class Platform(Protocol):
-    """Everything a morph needs from where the fleet runs."""
+class AppliedButFailed(ProviderError):
+    """``apply`` made ``version`` real, then failed (say an update whose last part did not finish): the
+    version exists and counts as one of the morph's, and the step failed."""
+
+    def __init__(self, message: str, fix: str | None, version: int, *, retryable: bool = False) -> None:
+        super().__init__(message, fix, retryable=retryable)
+        self.version = version
+
+
+class Versions(Protocol):
+    """The stack's history: its current fleet, new versions, and the user-visible command they belong to."""
 
     stack: str
 
@@ -66,7 +78,8 @@ class Platform(Protocol):
         ...
 
     def apply(self, fleet: Fleet, message: str) -> int:
-        """Make ``fleet`` real as a new stack version (start new slots healthy, drop removed ones)."""
+        """Make ``fleet`` real as a new stack version (start new slots healthy, drop removed ones); may raise
+        ``AppliedButFailed`` once the version exists."""
         ...
 
     def rollback(self, version: int, message: str, fleet: Fleet | None = None) -> int:
@@ -87,6 +100,10 @@ class Platform(Protocol):
         """Close the command version: ``succeeded`` or ``failed`` with ``reason``."""
         ...
 
+
+class Instances(Protocol):
+    """What runs: instances by slot, their health, and whether a running one can change shape live."""
+
     def instances(self) -> dict[str, Instance]:
         """Running instances by slot id."""
         ...
@@ -94,6 +111,14 @@ class Platform(Protocol):
     def probe(self, slot_id: str) -> bool:
         """One health check of the slot's instance, now."""
         ...
+
+    def live_resize_blocker(self) -> str | None:
+        """``None`` when a running instance's shape can change live, else why not (one line)."""
+        ...
+
+
+class Traffic(Protocol):
+    """The load balancer's hold on requests during a handover."""
 
     def pause(self) -> None:
         """Hold new requests at the load balancer (in-flight ones finish)."""
@@ -107,31 +132,35 @@ class Platform(Protocol):
         """Wait until no request is in flight to these slots; False on timeout."""
         ...
 
-    def live_resize_blocker(self) -> str | None:
-        """``None`` when a running instance's shape can change live, else why not (one line)."""
-        ...
 
-    def owner(self, key: str, ring: Sequence[tuple[str, int]]) -> str:
-        """The slot that consistent-hash routing sends ``key`` to, among ``ring``'s (slot id, weight)."""
-        ...
+class KeyRouting(Protocol):
+    """Whether requests are routed by key, and to whom (``sculpt.domain.ring`` where they are)."""
 
     def keyed_routing(self) -> bool:
         """True when the load balancer routes by key (consistent hashing) rather than by weight."""
         ...
 
-    def moves_volume(self) -> bool:
-        """True when, with ``state_sync.strategy: volume``, the platform itself moves the data volume to
-        green in the shift (and back in a rollback): the state then travels with the volume, so nothing is
-        copied (no data directories, no delta). False: the Syncer copies blue's data directory to green."""
+    def owner(self, key: str, ring: Sequence[tuple[str, int]]) -> str:
+        """The slot that consistent-hash routing sends ``key`` to, among ``ring``'s (slot id, weight), every
+        member up."""
         ...
 
-    # -- state transport -------------------------------------------------------------------------------
+
+class StateTransport(Protocol):
+    """Moving an application's state between instances, and freezing writes while it moves."""
+
     def checkpoint(self, slot_id: str, since: int | None = None) -> Checkpoint: ...
 
     def restore(self, slot_id: str, checkpoint: Checkpoint) -> None: ...
 
     def set_readonly(self, slot_id: str, on: bool) -> None:
         """While on, the instance refuses writes: one writer during a handover."""
+        ...
+
+    def moves_volume(self) -> bool:
+        """True when, with ``state_sync.strategy: volume``, the platform itself moves the data volume to
+        green in the shift (and back in a rollback): the state then travels with the volume, so nothing is
+        copied (no data directories, no delta). False: the Syncer copies blue's data directory to green."""
         ...
 
     def data_dir(self, slot_id: str) -> Path | None:
@@ -141,6 +170,15 @@ class Platform(Protocol):
     def instance_url(self, slot_id: str) -> str | None:
         """``http://host:port`` of the slot's instance (for user sync commands)."""
         ...
+
+
+class SyncPort(StateTransport, KeyRouting, Protocol):
+    """What state sync (``sculpt.migrate.sync.Syncer``) needs: move state, and know which keys move where."""
+
+
+class Platform(Versions, Instances, Traffic, KeyRouting, StateTransport, Protocol):
+    """Everything a morph needs from where the fleet runs: the orchestrator (and crash recovery, which
+    drives it) uses all of it; state sync only ``SyncPort``."""
 
 
 class VersionPerUpdate:

@@ -22,6 +22,7 @@ from typing import Any
 from sculpt.domain.clock import Clock, SystemClock
 from sculpt.domain.errors import LockedError, ProviderError, SculptError
 from sculpt.migrate.orchestrator import Orchestrator, Progress, Timeouts
+from sculpt.migrate.port import Platform
 from sculpt.migrate.states import MorphReport
 
 log = logging.getLogger("sculpt.migrate")
@@ -63,7 +64,7 @@ def _recover_one(orch: Orchestrator, ledger: Any, stack: str, migration: Any) ->
                 return None  # the other process finished it
 
 
-def recover(state_dir: str | Path, stack: str, *, platform: Any = None, ledger: Any = None,
+def recover(state_dir: str | Path, stack: str, *, platform: Platform | None = None, ledger: Any = None,
             clock: Clock | None = None, timeouts: Timeouts | None = None,
             progress: Progress | None = None) -> list[MorphReport]:
     """Resume or roll back every orphaned migration of ``stack``; returns one report per migration.
@@ -81,14 +82,14 @@ def recover(state_dir: str | Path, stack: str, *, platform: Any = None, ledger: 
             return []
         ledger = Ledger(db)
     try:
-        from sculpt.migrate.local import LocalPlatform
+        from sculpt.migrate.local import LocalPlatform, open_local
 
         todo = orphaned(ledger, stack)
         local = platform is None or isinstance(platform, LocalPlatform)
         if not todo and not (local and ledger.pending_versions(stack)):
             return []
         if platform is None:
-            platform = LocalPlatform.open(state_dir, stack, ledger)
+            platform = open_local(state_dir, stack, ledger)
         reports = []
         for m in todo:
             orch = Orchestrator(platform, ledger, clock or SystemClock(), timeouts=timeouts, progress=progress)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from sculpt.domain.errors import ConfigError, ProviderError
 from sculpt.domain.spec import StateSync
-from sculpt.migrate.port import Checkpoint, Platform
+from sculpt.migrate.port import Checkpoint, SyncPort
 
 log = logging.getLogger("sculpt.migrate.sync")
 
@@ -64,7 +64,7 @@ def moving_keys(keys: Iterable[str], source: str, before: Ring, after: Ring, own
 
 
 @dataclass
-class Handover:
+class StateHandover:
     """One replica's handover: which slots serve before and after the shift, and how far each was copied.
 
     ``pairs`` maps each retiring blue slot to its green; ``before``/``after`` are the serving slots (the
@@ -77,20 +77,20 @@ class Handover:
     keyed: bool
     seqs: dict[str, int] = field(default_factory=dict)
 
-    def reversed(self) -> Handover:
-        return Handover({g: b for b, g in self.pairs.items()}, self.after, self.before, self.keyed)
+    def reversed(self) -> StateHandover:
+        return StateHandover({g: b for b, g in self.pairs.items()}, self.after, self.before, self.keyed)
 
     def to_json(self) -> dict[str, object]:
         return {"pairs": self.pairs, "before": list(self.before), "after": list(self.after), "keyed": self.keyed,
                 "seqs": self.seqs}
 
     @staticmethod
-    def from_json(d: dict[str, object]) -> Handover:
+    def from_json(d: dict[str, object]) -> StateHandover:
         def ring(v: object) -> Ring:
             return tuple((str(m[0]), int(m[1])) for m in v)  # type: ignore[attr-defined]
 
-        return Handover(dict(d["pairs"]), ring(d["before"]), ring(d["after"]),  # type: ignore[call-overload]
-                        bool(d["keyed"]), {str(k): int(v) for k, v in dict(d.get("seqs") or {}).items()})  # type: ignore[call-overload]
+        return StateHandover(dict(d["pairs"]), ring(d["before"]), ring(d["after"]),  # type: ignore[call-overload]
+                             bool(d["keyed"]), {str(k): int(v) for k, v in dict(d.get("seqs") or {}).items()})  # type: ignore[call-overload]
 
     def sources(self) -> list[str]:
         """Slots whose state may have to move: every ring member when keyed, else the retiring blues."""
@@ -103,11 +103,9 @@ class Handover:
 class Syncer:
     """Runs one strategy against a platform. Stateless apart from the handover it is given."""
 
-    def __init__(self, platform: Platform, config: StateSync, *, restore_fails: bool = False,
-                 command_timeout_s: float = 60.0) -> None:
+    def __init__(self, platform: SyncPort, config: StateSync, *, command_timeout_s: float = 60.0) -> None:
         self.p = platform
         self.cfg = config
-        self.restore_fails = restore_fails
         self.command_timeout_s = command_timeout_s
 
     @property
@@ -130,7 +128,7 @@ class Syncer:
                               "set both under app.state_sync in sculpt.yaml")
 
     # -- steps -------------------------------------------------------------------------------------------
-    def before_provision(self, h: Handover) -> None:
+    def before_provision(self, h: StateHandover) -> None:
         """``volume``: seed each green's data directory from its blue's before green starts (or, where the
         platform moves the volume itself, say that the handover is an outage and copy nothing)."""
         if self.strategy != "volume":
@@ -152,7 +150,7 @@ class Syncer:
                     shutil.rmtree(dst)
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.tmp", "*.lock", "*.pid"))
 
-    def presync(self, h: Handover) -> int:
+    def presync(self, h: StateHandover) -> int:
         """The bulk copy while blue serves. Returns the number of keys moved."""
         if self.strategy in ("none", "volume"):
             return 0
@@ -162,7 +160,7 @@ class Syncer:
             return 0
         return self._http(h, full=True)
 
-    def final_delta(self, h: Handover) -> int:
+    def final_delta(self, h: StateHandover) -> int:
         """What changed since the bulk copy; called while traffic is held and sources are idle."""
         if self.strategy == "none" or self._volume_moves():
             return 0
@@ -172,7 +170,7 @@ class Syncer:
             return 0
         return self._http(h, full=False)
 
-    def reverse(self, h: Handover) -> int:
+    def reverse(self, h: StateHandover) -> int:
         """Rollback after the shift: copy what green(s) took back to the slots that owned it before (a
         moved volume goes back with the re-applied version instead)."""
         if self.strategy == "none" or self._volume_moves():
@@ -182,10 +180,10 @@ class Syncer:
             for green, blue in back.pairs.items():
                 self._commands(green, blue, since=0)
             return 0
-        return self._http(back, full=True, inject=False)
+        return self._http(back, full=True)
 
     # -- transports ---------------------------------------------------------------------------------------
-    def _http(self, h: Handover, *, full: bool, inject: bool = True) -> int:
+    def _http(self, h: StateHandover, *, full: bool) -> int:
         moved = 0
         for src in h.sources():
             since = 0 if full else h.seqs.get(src, 0)
@@ -195,10 +193,6 @@ class Syncer:
                 routes = moving_keys(keys, src, h.before, h.after, self.p.owner)
             else:
                 routes = {h.pairs[src]: set(cp.items) | set(cp.deleted)}
-            if inject and self.restore_fails:
-                dest = next(iter(routes), "green")
-                raise ProviderError(f"injected fault: restore into {dest} failed", "unset SCULPT_FAULT",
-                                    retryable=False)
             for dest, ks in sorted(routes.items()):
                 part = cp.only(ks) if h.keyed else cp
                 if not part.items and not part.deleted:
@@ -212,9 +206,6 @@ class Syncer:
         with tempfile.TemporaryDirectory(prefix="sculpt-sync-") as tmp:
             scratch = Path(tmp) / "state"
             self._run(self.cfg.checkpoint_command or "", src, scratch, since)
-            if self.restore_fails:
-                raise ProviderError(f"injected fault: restore into {dst} failed", "unset SCULPT_FAULT",
-                                    retryable=False)
             self._run(self.cfg.restore_command or "", dst, scratch, since)
 
     def _run(self, template: str, slot: str, scratch: Path, since: int) -> None:

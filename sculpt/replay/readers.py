@@ -11,16 +11,24 @@ trace knows it — the shape it was provisioned with. Three layouts are recognis
   so demand in cores = value / 100 · vCPU(reference). No memory.
 - **generic**: ``timestamp`` (UNIX seconds or ISO 8601) + ``cpu_cores`` used [+ ``mem_gib`` used].
 
-Files may be gzip-compressed (``.gz``). Unknown layouts, empty files and time going backwards raise
-``ConfigError`` naming the file. Directories expand to the trace files inside them (other CSVs, like
-Bitbrains' summaries, are skipped).
+Files may be gzip-compressed (``.gz``). Unknown layouts and empty files raise ``ConfigError`` naming the
+file. Real recordings are repaired, not refused: rows out of time order are sorted and rows sharing a
+timestamp collapse into one holding the maximum demand (collector restarts, overlapping monthly exports);
+the trace's ``warning`` then says so in one line. Gaps stay as they are: every sample stands for one
+nominal step, so a gap is not billed. A NAB file whose values are not a percentage (bytes, counts) is
+refused with ``NotPercentError``. Directories expand to the trace files inside them (other CSVs, like
+Bitbrains' summaries, are skipped); ``load_traces`` skips refused files inside directories with a warning.
 
->>> import tempfile, os
->>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
->>> _ = open(p, "w").write("timestamp,cpu_cores,mem_gib\\n0,1.5,2\\n300,0.5,2\\n")
+>>> import tempfile
+>>> p = Path(tempfile.mkdtemp()) / "t.csv"
+>>> _ = p.write_text("timestamp,cpu_cores,mem_gib\\n0,1.5,2\\n300,0.5,2\\n")
 >>> tr = read_trace(p)
 >>> tr.layout, len(tr), tr.step_s, float(tr.cpu.max())
 ('generic', 2, 300.0, 1.5)
+>>> _ = p.write_text("timestamp,cpu_cores\\n300,0.5\\n0,1\\n0,2\\n")
+>>> tr = read_trace(p)
+>>> tr.t.tolist(), tr.cpu.tolist(), tr.warning.endswith("1 row out of time order sorted, 1 duplicate timestamp collapsed (maximum demand kept)")
+([0.0, 300.0], [2.0, 0.5], True)
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import csv
 import gzip
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +49,7 @@ from sculpt.domain.errors import ConfigError, NotFoundError
 KIB_PER_GIB = 1024.0 * 1024.0
 DEFAULT_REFERENCE_SHAPE = "m5.large"  # 2 vCPU: NAB's CPU % is read as a share of this shape
 DEFAULT_REFERENCE_VCPU = 2.0
+PCT_TOLERANCE = 1.0  # percentage points a NAB value may stray outside [0, 100] (rounding) and still be a CPU %
 
 BITBRAINS_COLUMNS = ("timestamp_s", "cpu_cores", "cpu_capacity_mhz", "cpu_usage_mhz", "mem_capacity_kb", "mem_usage_kb")
 
@@ -57,6 +67,7 @@ class Trace:
     step_s: float
     provisioned_cpu: float | None = None
     provisioned_mem_gib: float | None = None
+    warning: str | None = None  # what was repaired on reading (one line), None when nothing was
 
     def __len__(self) -> int:
         return len(self.t)
@@ -144,7 +155,10 @@ def _columns(header: list[str], body: str, path: Path) -> dict[str, np.ndarray]:
 
 
 def read_trace(path: str | Path, *, reference_shape_vcpu: float = DEFAULT_REFERENCE_VCPU) -> Trace:
-    """Read one trace file (any known layout). ``reference_shape_vcpu`` scales NAB's CPU %."""
+    """Read one trace file (any known layout). ``reference_shape_vcpu`` scales NAB's CPU %.
+
+    Rows out of order are sorted, duplicate timestamps collapse to their maximum demand (``Trace.warning``
+    says how many); ``NotPercentError`` when a NAB file's values are not a percentage."""
     p = Path(path)
     if not p.exists():
         raise NotFoundError(f"trace {p} does not exist", "pass an existing file or directory")
@@ -169,6 +183,14 @@ def read_trace(path: str | Path, *, reference_shape_vcpu: float = DEFAULT_REFERE
     cols = _columns(header, body, p)
     ts_col = "timestamp_s" if layout == "bitbrains" else "timestamp"
     t = cols[ts_col]
+    if not np.isfinite(t).all():
+        bad = int(np.argmax(~np.isfinite(t))) + 2
+        raise ConfigError(f"{p}: row {bad} has no timestamp", "give every row a timestamp (UNIX s or ISO 8601)")
+    unsorted = int((np.diff(t) < 0).sum())
+    if unsorted:  # sort every column by time first, so derived values (clock rates filled forward) follow time
+        order = np.argsort(t, kind="stable")
+        cols = {k: v[order] for k, v in cols.items()}
+        t = cols[ts_col]
     n = len(t)
     prov_cpu: float | None = None
     prov_mem: float | None = None
@@ -186,22 +208,55 @@ def read_trace(path: str | Path, *, reference_shape_vcpu: float = DEFAULT_REFERE
         if prov_mem is not None and prov_mem <= 0:
             prov_mem = None
     elif layout == "nab":
+        _check_percent(cols["value"], p)
         cpu = cols["value"] / 100.0 * reference_shape_vcpu
         mem = np.full(n, math.nan)
     else:
         cpu = cols["cpu_cores"]
         mem = cols["mem_gib"] if "mem_gib" in cols else np.full(n, math.nan)
-    if len(t) < 2:
-        raise ConfigError(f"{p} has only {len(t)} sample", "pass a trace with at least two rows")
-    dt = np.diff(t)
-    if not np.all(np.isfinite(t)) or (dt <= 0).any():
-        bad = int(np.argmax(~(dt > 0))) + 3 if (dt <= 0).any() else 2
-        raise ConfigError(f"{p}: time does not increase at row {bad}", "sort the trace by time and drop duplicates")
     cpu = np.clip(_fill(cpu), 0.0, None)
     if np.isfinite(mem).any():
         mem = np.clip(_fill(mem), 0.0, None)
-    return Trace(name=_stem(p), path=str(p), layout=layout, t=t, cpu=cpu, mem=mem, step_s=float(np.median(dt)),
-                 provisioned_cpu=prov_cpu, provisioned_mem_gib=prov_mem)
+    t, cpu, mem, dups = _collapse(t, cpu, mem)
+    if len(t) < 2:
+        raise ConfigError(f"{p} has only {len(t)} distinct timestamp(s)", "pass a trace with at least two samples")
+    repaired = [s for s in (_count(unsorted, "row", "out of time order sorted"),
+                            _count(dups, "duplicate timestamp", "collapsed (maximum demand kept)")) if s]
+    warning = f"{p}: {', '.join(repaired)}" if repaired else None
+    return Trace(name=_stem(p), path=str(p), layout=layout, t=t, cpu=cpu, mem=mem,
+                 step_s=float(np.median(np.diff(t))), provisioned_cpu=prov_cpu, provisioned_mem_gib=prov_mem,
+                 warning=warning)
+
+
+class NotPercentError(ConfigError):
+    """A NAB-layout file (``timestamp,value``) whose values cannot be a CPU percentage (bytes, counts)."""
+
+
+def _check_percent(v: np.ndarray, p: Path) -> None:
+    fin = v[np.isfinite(v)]
+    if not len(fin):
+        return
+    lo, hi = float(fin.min()), float(fin.max())
+    if hi > 100.0 + PCT_TOLERANCE or lo < -PCT_TOLERANCE:
+        what = f"up to {hi:,.6g}" if hi > 100.0 + PCT_TOLERANCE else f"down to {lo:,.6g}"
+        raise NotPercentError(f"{p}: NAB values run {what}: not a CPU percentage (bytes or counts?)",
+                              "replay only CPU-utilisation series, or write cores in the generic "
+                              "'timestamp,cpu_cores' layout")
+
+
+def _collapse(t: np.ndarray, cpu: np.ndarray, mem: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Rows sharing a timestamp (``t`` sorted) become one with the maximum CPU and memory; returns the count merged."""
+    keep = np.concatenate([[True], np.diff(t) > 0])
+    if keep.all():
+        return t, cpu, mem, 0
+    starts = np.flatnonzero(keep)
+    with np.errstate(invalid="ignore"):
+        m = np.fmax.reduceat(mem, starts)
+    return t[starts], np.fmax.reduceat(cpu, starts), m, int(len(t) - len(starts))
+
+
+def _count(k: int, noun: str, what: str) -> str:
+    return f"{k} {noun}{'' if k == 1 else 's'} {what}" if k else ""
 
 
 def _fill(x: np.ndarray) -> np.ndarray:
@@ -247,3 +302,49 @@ def expand(paths: list[str] | list[Path]) -> list[Path]:
 
 def read_traces(paths: list[str] | list[Path], *, reference_shape_vcpu: float = DEFAULT_REFERENCE_VCPU) -> list[Trace]:
     return [read_trace(p, reference_shape_vcpu=reference_shape_vcpu) for p in expand(paths)]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Traces read for a replay, and one line per file repaired or skipped (print them as warnings)."""
+
+    traces: list[Trace]
+    warnings: list[str]
+    skipped: list[str]  # paths of files inside directories that were refused
+
+
+def load_traces(paths: list[str] | list[Path], *, reference_shape_vcpu: float = DEFAULT_REFERENCE_VCPU,
+                on_file: Callable[[], None] | None = None,
+                exclude: Callable[[Path], str | None] | None = None) -> Loaded:
+    """``read_traces`` for a replay: a file named explicitly that is refused is an error; one found inside a
+    directory (a NAB folder mixing CPU % with byte counts) is skipped with its one-line reason as a warning.
+    ``exclude`` may skip files found in directories before reading them (it returns the reason, or None).
+    ``on_file`` is called after each file (progress)."""
+    named = {Path(p) for p in paths if not Path(p).is_dir()}
+    traces: list[Trace] = []
+    warnings: list[str] = []
+    skipped: list[str] = []
+    for f in expand(paths):
+        why = exclude(f) if exclude is not None and f not in named else None
+        if why is not None:
+            warnings.append(f"skipped {f}: {why}")
+            skipped.append(str(f))
+            continue
+        try:
+            tr = read_trace(f, reference_shape_vcpu=reference_shape_vcpu)
+        except NotPercentError as e:
+            if f in named:
+                raise
+            warnings.append(f"skipped {e.message}")
+            skipped.append(str(f))
+            continue
+        finally:
+            if on_file is not None:
+                on_file()
+        traces.append(tr)
+        if tr.warning:
+            warnings.append(tr.warning)
+    if not traces:
+        raise ConfigError(f"no trace of {', '.join(str(p) for p in paths)} can be replayed "
+                          f"({len(skipped)} skipped)", "pass CPU traces: Bitbrains, NAB CPU % or generic")
+    return Loaded(traces=traces, warnings=warnings, skipped=skipped)

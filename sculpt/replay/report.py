@@ -2,7 +2,8 @@
 
 Sections: the headline (``report_headline.headline``: $/month per policy, the saving against static and
 reactive, the share of the oracle's saving captured, risk side by side, losses counted); cost against risk
-(the place for issue 13's curves: ``cost_risk_section``); cumulative cost; a sortable per-trace table whose
+(``cost_risk_section``: one dot per policy and, from ``sculpt replay --suite --curves``, each policy swept
+over its knob, with sculpt's cost at each baseline's risk); cumulative cost; a sortable per-trace table whose
 rows open that trace's charts (demand against each policy's capacity, CPU and memory, and a shape timeline;
 plus the week the oracle moves most, when it moves). Every trace has its charts. Series are reduced to at
 most ``CHART_POINTS`` buckets (demand by its bucket maximum, capacity by its bucket minimum, so shortages
@@ -26,11 +27,14 @@ from sculpt.replay.report_headline import MONTH_H, SUBJECT, date_of, headline, m
 CHART_POINTS = 300  # buckets per per-trace chart
 POINTS = 600  # buckets of the fleet-wide cumulative cost
 WEEK_STEPS_S = 7 * 86400.0
-COLOURS = {"static": "#9467bd", "reactive": "#e07b39", "sculpt": "#2b7bba", "oracle": "#3a9d5d"}
+COLOURS = {"static": "#9467bd", "reactive": "#e07b39", "percentile": "#c2a300", "autopilot": "#d64d8a",
+           "sculpt": "#2b7bba", "oracle": "#3a9d5d"}
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac", "#1f77b4", "#d62728", "#9467bd", "#8c564b", "#17becf", "#bcbd22"]
 W, H, PAD_L, PAD_B, PAD_T, PAD_R = 1180, 200, 64, 28, 14, 16
-Curves = Mapping[str, Sequence[tuple[float, float]]]
+Curves = Mapping[str, Sequence[tuple[float, float]]]  # name -> (under-provisioned fraction, $/month) polyline
+Labels = Mapping[str, Sequence[str]]  # name -> one label per point of its curve (``a=0.2``)
+EqualRisk = Mapping[str, Mapping[str, Any]]  # baseline -> ``sculpt.replay.suite.SetResult.equal_risk`` row
 
 
 def _reduce(x: np.ndarray, how: str, points: int = POINTS) -> FloatArray:
@@ -358,39 +362,93 @@ def _floor_note(r: ReplayResult, hl: dict[str, Any]) -> str:
             "above come from the other traces. Filter: “smallest shape”.</p>")
 
 
-def cost_risk_section(r: ReplayResult, hl: dict[str, Any], curves: Curves | None = None) -> str:
-    """COST–RISK CURVES (issue 13) go here. Today: one point per policy, $/month against the
-    under-provisioned fraction. ``curves``: named polylines of (under-provisioned fraction, $/month) — e.g.
-    sculpt swept over aggressiveness — drawn through the same axes when given."""
+def _colour(name: str, k: int) -> str:
+    """A curve named after a policy (``sculpt``, ``reactive (margin)``) takes that policy's colour."""
+    head = name.split()[0] if name.split() else name
+    return COLOURS.get(head, PALETTE[k % len(PALETTE)])
+
+
+def cost_risk_section(r: ReplayResult, hl: dict[str, Any], curves: Curves | None = None, labels: Labels | None = None,
+                      equal_risk: EqualRisk | None = None) -> str:
+    """Cost against risk (issue 13): each policy's $/month against its under-provisioned fraction (large
+    dots); ``curves``, named polylines of (under-provisioned fraction, $/month) — sculpt swept over its
+    aggressiveness, each baseline over its margin — through the same axes, each point labelled from
+    ``labels``; ``equal_risk`` (from ``sculpt replay --suite --curves``) adds a dashed guide at each
+    baseline's risk and a table of sculpt's cost there."""
     pts = {p: (float(hl["risk"][p]["underprovisioned_fraction"]), float(hl["monthly_usd"][p])) for p in r.scores}
     all_pts = list(pts.values()) + [xy for c in (curves or {}).values() for xy in c]
     xmax = max(x for x, _ in all_pts) * 1.15 or 0.01
-    ymax = max(y for _, y in all_pts) * 1.1 or 1.0
-    h = 260
+    ylo = min(y for _, y in all_pts) * 0.9
+    yhi = max(y for _, y in all_pts) * 1.05 or 1.0
+    ylo = ylo if yhi > ylo else 0.0
+    h = 340
 
     def xy(x: float, y: float) -> tuple[float, float]:
-        return (PAD_L + (W - PAD_L - PAD_R) * x / xmax, h - PAD_B - (h - PAD_B - PAD_T) * y / ymax)
+        return (PAD_L + (W - PAD_L - PAD_R) * x / xmax, h - PAD_B - (h - PAD_B - PAD_T) * (y - ylo) / (yhi - ylo))
 
     body = [f'<line x1="{PAD_L}" y1="{h - PAD_B}" x2="{W - PAD_R}" y2="{h - PAD_B}" stroke="#333"/>',
             f'<line x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{h - PAD_B}" stroke="#333"/>']
     for i in range(5):
-        x0, y0 = xy(xmax * i / 4, ymax * i / 4)
+        yv = ylo + (yhi - ylo) * i / 4
+        x0, y0 = xy(xmax * i / 4, yv)
+        body.append(f'<line x1="{PAD_L}" y1="{y0:.1f}" x2="{W - PAD_R}" y2="{y0:.1f}" stroke="#eee"/>')
         body.append(f'<text x="{x0:.1f}" y="{h - 8}" font-size="11" text-anchor="middle">{xmax * i / 4:.2%}</text>')
-        body.append(f'<text x="{PAD_L - 6}" y="{y0 + 4:.1f}" font-size="11" text-anchor="end">'
-                    f"{_money(ymax * i / 4)}</text>")
+        body.append(f'<text x="{PAD_L - 6}" y="{y0 + 4:.1f}" font-size="11" text-anchor="end">{_money(yv)}</text>')
+    body.append(f'<text x="{W - PAD_R}" y="{h - PAD_B - 6}" font-size="11" text-anchor="end">'
+                "under-provisioned fraction →</text>")
+    for base, row in (equal_risk or {}).items():
+        gx, _ = xy(float(row["risk"]), ylo)
+        body.append(f'<line x1="{gx:.1f}" y1="{PAD_T}" x2="{gx:.1f}" y2="{h - PAD_B}" stroke="{_colour(base, 0)}" '
+                    f'stroke-dasharray="4 4" stroke-width="1"><title>{html.escape(base)}\'s risk</title></line>')
     for k, (name, c) in enumerate((curves or {}).items()):
+        col = _colour(name, k)
         d = " L".join(f"{a:.1f},{b:.1f}" for a, b in (xy(x, y) for x, y in c))
-        body.append(f'<path d="M{d}" fill="none" stroke="{PALETTE[k % len(PALETTE)]}" stroke-width="1.8"/>'
-                    f'<title>{html.escape(name)}</title>')
+        body.append(f'<path d="M{d}" fill="none" stroke="{col}" stroke-width="1.8" stroke-opacity="0.8">'
+                    f"<title>{html.escape(name)}</title></path>")
+        names = list((labels or {}).get(name, []))
+        for j, (x, y) in enumerate(c):
+            a, b = xy(x, y)
+            lab = names[j] if j < len(names) else ""
+            body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="#fff" stroke="{col}" stroke-width="1.6">'
+                        f"<title>{html.escape(f'{name} {lab}: {x:.3%} under-provisioned, {_money(y)}/month')}"
+                        "</title></circle>")
+            if lab:
+                body.append(f'<text x="{a + 5:.1f}" y="{b - 5:.1f}" font-size="10" fill="{col}">{html.escape(lab)}'
+                            "</text>")
     for p, (x, y) in pts.items():
         a, b = xy(x, y)
-        body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="6" fill="{COLOURS[p]}"/>'
+        body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="6" fill="{COLOURS.get(p, "#777")}"/>'
                     f'<text x="{a + 9:.1f}" y="{b + 4:.1f}" font-size="12">{p}</text>')
-    note = ("each policy's $/month against its under-provisioned fraction (down and left is better). "
-            "<!-- issue 13: sculpt's cost–risk curve over aggressiveness is drawn here via curves= -->")
-    legend = _legend([(n, PALETTE[k % len(PALETTE)]) for k, n in enumerate(curves or {})]) if curves else ""
+    note = ("each policy's $/month against its under-provisioned fraction (down and left is better; large dots: "
+            "the settings the table above ran).")
+    if curves:
+        note += (" Lines: each policy swept over its knob — sculpt's aggressiveness (a), each baseline's safety "
+                 "margin (m: the need × (1 + m)) — so policies can be compared at equal risk, not only at their "
+                 "defaults.")
+    legend = _legend([(n, _colour(n, k)) for k, n in enumerate(curves or {})]) if curves else ""
     return (f'<h2 id="cost-risk">Cost against risk</h2><div class="sub">{note}</div>'
-            + _svg("".join(body), h) + legend)
+            + _svg("".join(body), h) + legend + _equal_risk_table(equal_risk))
+
+
+def _equal_risk_table(rows: EqualRisk | None) -> str:
+    if not rows:
+        return ""
+    head = ["baseline (default)", "its under-provisioned", "its × oracle", "sculpt × oracle at that risk",
+            "cheapest baseline there", "sculpt ÷ cheapest"]
+    out = ['<h3>At equal risk</h3><table id="equal-risk"><tr>' + "".join(f"<th>{c}</th>" for c in head) + "</tr>"]
+    for b, row in rows.items():
+        mine, ratio = row.get("sculpt_x_oracle"), row.get("ratio_to_best")
+        cells = [html.escape(b), f"{float(row['risk']):.3%}", f"{float(row['x_oracle']):.3f}",
+                 "not reached" if mine is None else f"{float(mine):.3f}",
+                 "–" if row.get("best_baseline") is None else
+                 f"{html.escape(str(row['best_baseline']))} {float(row['best_x_oracle']):.3f}",
+                 "–" if ratio is None else f'<span class="{"best" if ratio < 1 else "loss"}">{float(ratio):.3f}</span>']
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</table><p class=\"note\">Sculpt's cost read off its cost–risk frontier (the swept settings no "
+               "other setting beats on both axes, linearly interpolated) at the risk of each baseline's default; "
+               "“not reached”: no aggressiveness ran that safe. The cheapest baseline there is the lowest of the "
+               "baselines' frontiers at that risk. Below 1: sculpt costs less at equal risk.</p>")
+    return "".join(out)
 
 
 def _flag_tags(flags: list[str]) -> str:
@@ -491,9 +549,10 @@ def trace_panel(r: ReplayResult, j: int, flags: list[str]) -> str:
     return "".join(parts)
 
 
-def render(r: ReplayResult, *, allowed: np.ndarray | None = None, curves: Curves | None = None) -> str:
+def render(r: ReplayResult, *, allowed: np.ndarray | None = None, curves: Curves | None = None,
+           labels: Labels | None = None, equal_risk: EqualRisk | None = None) -> str:
     """The report's HTML. ``allowed``: the shapes the policies chose among (for "smallest allowed shape");
-    ``curves``: issue 13's cost–risk curves (see ``cost_risk_section``)."""
+    ``curves``/``labels``/``equal_risk``: the cost–risk curves of a sweep (see ``cost_risk_section``)."""
     hl = headline(r, allowed)
     flags = trace_flags(r, hl)
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>sculpt replay</title>"
@@ -504,7 +563,7 @@ def render(r: ReplayResult, *, allowed: np.ndarray | None = None, curves: Curves
              f"on the simulated cloud ({r.arrays.offerings[0].region}, {r.shapes_considered} shapes considered), "
              f"sculpt model: {html.escape(r.model or '-')}; ran in {r.elapsed_s:.1f} s.</div>",
              headline_section(r, hl),
-             cost_risk_section(r, hl, curves),
+             cost_risk_section(r, hl, curves, labels, equal_risk),
              "<h2>Cumulative cost, all traces</h2>", cumulative_cost_svg(r),
              "<h2>Per trace</h2>", per_trace_table(r, hl),
              '<div id="charts">' + "".join(trace_panel(r, j, flags[j]) for j in range(len(r.traces))) + "</div>"]
@@ -515,8 +574,9 @@ def render(r: ReplayResult, *, allowed: np.ndarray | None = None, curves: Curves
 
 
 def write_report(r: ReplayResult, path: str | Path, *, allowed: np.ndarray | None = None,
-                 curves: Curves | None = None) -> Path:
+                 curves: Curves | None = None, labels: Labels | None = None,
+                 equal_risk: EqualRisk | None = None) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(render(r, allowed=allowed, curves=curves), encoding="utf-8")
+    p.write_text(render(r, allowed=allowed, curves=curves, labels=labels, equal_risk=equal_risk), encoding="utf-8")
     return p

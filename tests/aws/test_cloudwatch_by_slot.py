@@ -65,15 +65,17 @@ def test_cloudwatch_is_queried_by_instance_id_and_answers_by_slot_in_cores(tmp_p
 
 def test_live_port_reads_cloudwatch_by_slot_through_the_cloud_wiring(tmp_path: Path, moto_url: str,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from sculpt.app.sculptor import EngineFleetView, LivePort, Recommender, stream_names
     from sculpt.domain.spec import FleetSpec
+    from sculpt.loop.live import EngineFleetView, LivePort
+    from sculpt.loop.service import stream_names
+    from sculpt.migrate.actuator import Recommender
 
     eng, stack = _engine(tmp_path, moto_url)
     _put_cpu(moto_url, stack.ids["web-1"], [30.0, 40.0])
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     spec: FleetSpec = eng.spec
     cloud = CloudWiring.of(eng, load_catalog("aws"), spec, mode="recommend")
-    from sculpt.app.sculptor import RangeReadings
+    from sculpt.metrics.readings import RangeReadings
 
     readings = RangeReadings(cloud.readings_source("cloudwatch"), window_s=900.0, step_s=60.0)
     port = LivePort(spec, load_catalog("aws"), EngineFleetView(eng), readings, Recommender(),

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from sculpt.decide.cost import CostModel, breach_probability
@@ -97,10 +97,59 @@ def test_ties_hold() -> None:
     assert plan.decision == Decision.HOLD and "best fit" in plan.reason
 
 
+def chance(shape: str, f: Forecast) -> float:
+    """P(``shape`` breaches under ``f``), computed here from the cost model's formula (not read off a plan)."""
+    s = catalog().offering(shape, "r").shape
+    p_cpu = breach_probability(np.array([f.cpu_p50]), np.array([max(f.cpu_p95, f.cpu_hi)]), np.array([s.vcpu]))
+    p_mem = breach_probability(np.array([f.mem_p50]), np.array([max(f.mem_p95, f.mem_hi)]), np.array([s.memory_gib]))
+    return float(1.0 - (1.0 - p_cpu[0, 0]) * (1.0 - p_mem[0, 0]))
+
+
 def test_aggressiveness_zero_moves_only_to_prevent_a_breach() -> None:
-    calm = CostModel(aggressiveness=0.0)
-    assert one("a4", fc(0.2), model=calm)[0].decision == Decision.HOLD
-    assert one("a1", fc(1.8), model=calm)[0].decision == Decision.MIGRATE
+    calm, keen = CostModel(aggressiveness=0.0), CostModel(aggressiveness=1.0)
+    # a saving alone: taken when keen, refused at 0 for the threshold (not for confidence, cooldown or fit)
+    saving, _ = one("a4", fc(0.2), model=keen)
+    assert saving.decision == Decision.MIGRATE and saving.why == "move" and saving.expected_monthly_delta_usd < 0
+    held, _ = one("a4", fc(0.2), model=calm)
+    assert held.decision == Decision.HOLD and held.why == "threshold" and not held.actions
+    assert held.figures["net_usd"] > 0 and "threshold_usd" not in held.figures  # infinite: nothing clears it
+    # the current shape would breach (CPU on a1, memory on a4): an urgent move to a shape that breaches less
+    for current, f in (("a1", fc(1.8)), ("a4", fc(0.2, mem=9.0))):
+        plan, _ = one(current, f, model=calm)
+        assert plan.decision == Decision.MIGRATE and plan.urgent and plan.why == "urgent", plan.reason
+        (action,) = plan.actions
+        assert action.from_shape == current and action.to_shape != current and action.why == "urgent"
+        assert chance(current, f) > calm.urgent_breach
+        assert chance(action.to_shape, f) < chance(current, f)
+        assert plan.figures["breach_target"] == pytest.approx(chance(action.to_shape, f), abs=1e-5)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(f=st.builds(fc, st.floats(0.01, 9), st.floats(0.1, 70), spread=st.floats(1, 4), conf=st.floats(0, 1)),
+       current=st.sampled_from(["a1", "a2", "a4", "b2", "b8"]), moved_ago=st.sampled_from([None, 60.0, 7200.0]))
+@example(f=fc(20.0), current="a4", moved_ago=None)  # above every shape: a4 and b8 both breach for certain
+def test_aggressiveness_zero_never_moves_for_a_saving(f, current, moved_ago) -> None:  # type: ignore[no-untyped-def]
+    """Whatever the forecast, shape and history: what a keen fleet would move for a saving, a calm one holds
+    for the threshold; and a calm fleet's every move is urgent, leaves a shape over the urgent breach
+    chance and lands on one that breaches less."""
+    state = None if moved_ago is None else DecisionState.empty(1).record(np.array([True]), NOW - moved_ago)
+    plan, new = one(current, f, state=state, model=CostModel(aggressiveness=0.0))
+    keen, _ = one(current, f, state=state, model=CostModel(aggressiveness=1.0))
+    event(f"keen: {keen.why}, calm: {plan.why}")
+    if keen.why == "move":  # a saving alone moves the keen fleet
+        assert plan.decision == Decision.HOLD and plan.why == "threshold"
+    if plan.decision != Decision.MIGRATE:
+        assert plan.why != "move" and not plan.actions
+        return
+    (action,) = plan.actions
+    assert plan.urgent and plan.why == "urgent" and action.why == "urgent"
+    urgent_breach = CostModel().urgent_breach
+    assert chance(current, f) > urgent_breach
+    if chance(action.to_shape, f) >= chance(current, f):  # only when nothing is safe: then the most capacity
+        assert all(chance(o.shape.name, f) > urgent_breach for o in catalog().offerings)
+        to, was = catalog().offering(action.to_shape, "r").shape, catalog().offering(current, "r").shape
+        assert to.vcpu >= was.vcpu and to.memory_gib >= was.memory_gib
+    assert new.last_move_t[0] == NOW
 
 
 def test_policy_blocks_moves_outside_allowed_families_and_budget() -> None:

@@ -6,8 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from sculpt.app.sculptor import VOLUME_OUTAGE_S, cost_model_for
-from sculpt.decide.cost import DEFAULT_COST
+from sculpt.decide.cost import DEFAULT_COST, VOLUME_OUTAGE_S, cost_model_for
 from sculpt.decide.decision import net_gain
 from sculpt.domain.spec import parse_spec
 

@@ -92,7 +92,7 @@ def test_a_prior_trained_into_the_state_dir_is_what_watch_and_plan_use(trace_dir
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """``sculpt train`` writes ``<state dir>/priors/<profile>.prior``; the live sculptor of a fleet of that
     profile in that state dir builds its river model with it (and says so); another profile's does not."""
-    from sculpt.app.sculptor import open_service
+    from sculpt.app.service import open_service
 
     home = tmp_path / "home"
     monkeypatch.setenv("SCULPT_HOME", str(home))

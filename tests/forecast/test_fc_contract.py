@@ -9,6 +9,7 @@ from fc_helpers import T0, fleet, model_params
 from sculpt.domain.errors import ConfigError
 from sculpt.forecast import Predictor, Sample, make_predictor
 from sculpt.forecast.base import ForecastBatch, SampleBatch
+from sculpt.forecast.engine import ModelLoadError
 
 FLEET = fleet(n_streams=3, days=2.0)
 NAMES = list(FLEET[0].streams)
@@ -53,17 +54,34 @@ def test_learning_does_not_mutate_inputs(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", model_params())
-def test_forecasts_are_ordered_and_the_horizon_is_the_one_asked(name: str) -> None:
-    p = make_predictor(name)
-    feed(p, FLEET)
-    for horizon in (1800.0, 3600.0):
+def test_forecasts_are_ordered_and_the_horizon_is_the_period_the_model_closes(name: str) -> None:
+    """A predictor forecasts the period it was built for (``horizon_s``): its forecasts count that period's
+    closed periods, and a horizon it does not forecast is refused, not answered with another period's numbers."""
+    for horizon, periods in ((3600.0, 48), (1800.0, 96)):  # two days of closed hours, of closed half hours
+        p = make_predictor(name, horizon_s=horizon)
+        feed(p, FLEET)
+        assert p.horizon_s == horizon
         fb = p.forecast_many(NAMES, horizon)
         assert fb.horizon_s == horizon and len(fb) == len(NAMES) and list(fb.streams) == NAMES
         assert np.all(fb.cpu_lo <= fb.cpu_p50) and np.all(fb.cpu_p50 <= fb.cpu_hi)
         assert np.all(fb.cpu_p95 >= fb.cpu_p50) and np.all(fb.mem_p95 >= fb.mem_p50)
         assert np.all((fb.confidence > 0) & (fb.confidence <= 1))
-        assert np.all(fb.samples == 48)  # two days of closed hourly periods
+        assert np.all(fb.samples == periods)
         assert p.forecast(NAMES[0], horizon).horizon_s == horizon
+        other = 5400.0 - horizon  # the other one of the two
+        with pytest.raises(ValueError, match=f"{horizon:g}-second periods, not {other:g}"):
+            p.forecast_many(NAMES, other)
+        with pytest.raises(ValueError, match="-second periods"):
+            p.forecast(NAMES[0], other)
+
+
+@pytest.mark.parametrize("name", model_params())
+def test_a_checkpoint_of_another_period_is_refused(name: str) -> None:
+    """Restored into a model of another horizon, a checkpoint would forecast its own period under the new
+    label; ``persist.restore`` turns this error into a fresh model and a note."""
+    blob = make_predictor(name, horizon_s=1800.0).dumps()
+    with pytest.raises(ModelLoadError, match="1800-second periods, this model 3600"):
+        make_predictor(name, horizon_s=3600.0).loads(blob)
 
 
 @pytest.mark.parametrize("name", model_params())

@@ -119,7 +119,7 @@ def test_without_torch_the_ensemble_is_river_only_and_says_so(monkeypatch: pytes
 
 
 def test_the_cli_and_the_forecast_package_do_not_import_torch_or_river() -> None:
-    code = ("import sys, sculpt.cli.main, sculpt.forecast, sculpt.forecast.shapes; "
+    code = ("import sys, sculpt.cli.main, sculpt.forecast, sculpt.decide.distribution; "
             "print(sorted(m for m in ('torch', 'river', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -21,17 +21,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sculpt.app.api import (
-    MAX_BODY_BYTES,
-    FailedAuthLimit,
-    Requirements,
-    apply_requirements,
-    create_app,
-    serve,
-)
-from sculpt.app.sculptor import SculptorService
+from sculpt.app.api import create_app, serve
+from sculpt.app.api_auth import FailedAuthLimit
+from sculpt.app.api_requests import MAX_BODY_BYTES, Requirements, apply_requirements
 from sculpt.domain.errors import SculptError
 from sculpt.domain.spec import FleetSpec
+from sculpt.loop.service import SculptorService
 from tests.sculptor.fakes import run, service
 
 TOKEN = "fuzz-token-Zq9"

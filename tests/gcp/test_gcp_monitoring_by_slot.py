@@ -18,19 +18,15 @@ import pytest
 pytest.importorskip("pulumi", reason="the gcp extra is not installed")
 
 from sculpt.app.cloud import CloudWiring  # noqa: E402
-from sculpt.app.sculptor import (  # noqa: E402
-    EngineFleetView,
-    LivePort,
-    RangeReadings,
-    Recommender,
-    SlotInfo,
-    make_readings,
-    stream_names,
-)
 from sculpt.catalog import load_catalog  # noqa: E402
 from sculpt.domain.errors import ConfigError, ProviderError  # noqa: E402
+from sculpt.domain.fleet import SlotInfo  # noqa: E402
 from sculpt.engine.pulumi_engine import PulumiEngine  # noqa: E402
 from sculpt.ledger import Ledger  # noqa: E402
+from sculpt.loop.live import EngineFleetView, LivePort  # noqa: E402
+from sculpt.loop.service import stream_names  # noqa: E402
+from sculpt.metrics.readings import RangeReadings, make_readings  # noqa: E402
+from sculpt.migrate.actuator import Recommender  # noqa: E402
 from tests.gcp.fake_compute import FakeCompute, FakeGcpStack  # noqa: E402
 from tests.gcp.fake_monitoring import FakeMonitoring  # noqa: E402
 from tests.pulumi.cli_double import PulumiProcessDouble  # noqa: E402

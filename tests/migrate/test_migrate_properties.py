@@ -1,8 +1,10 @@
 """Hypothesis stateful test: random morphs with random faults at random steps keep the invariants.
 
 Runs against the in-memory FAKE platform (a test double at the provider boundary, ``sculpt.migrate.fake``)
-with client writes interleaved at every platform call; the real path is covered by
-``test_migrate_e2e.py``. Invariants, checked after every rule (and capacity at every fleet change):
+with client writes interleaved at every platform call; its hash routing is the load balancer's own ring
+(``sculpt.domain.ring``, whose properties ``test_ring.py`` proves), so "one owner per key" below holds for
+the algorithm production routes by. ``test_platform_contract.py`` keeps the fake's behaviour the real
+platform's; the real path is covered by ``test_migrate_e2e.py``. Invariants, checked after every rule (and capacity at every fleet change):
 
 - capacity never below ``replicas.min`` (the fake raises the moment it would be);
 - one writer: never more writable serving instances than replicas (weighted), one owner per key (hash);

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from sculpt.domain.errors import ConfigError
-from sculpt.migrate.fake import rendezvous_owner
+from sculpt.domain.ring import owner_of
 from sculpt.migrate.faults import hits, parse_faults
 from sculpt.migrate.orchestrator import next_slot_ids, with_spec_of
 from sculpt.migrate.port import Checkpoint
 from sculpt.migrate.states import BLUE_GREEN_STEPS, State, can_follow, committed, parse_state
-from sculpt.migrate.sync import Handover, moving_keys
+from sculpt.migrate.sync import StateHandover, moving_keys
 
 
 def test_blue_green_steps_form_a_legal_chain_and_rollback_follows_any_of_them() -> None:
@@ -58,14 +58,14 @@ def test_only_keys_whose_owner_changes_move_and_each_goes_to_its_new_owner() -> 
     keys = [f"k{i}" for i in range(400)]
     before = (("a", 100), ("b", 100), ("c", 100))
     after = (("g", 100), ("b", 100), ("c", 100))
-    own = lambda k, ring: rendezvous_owner(k, [s for s, _ in ring])  # noqa: E731
+    own = lambda k, ring: owner_of(k, ring)  # noqa: E731 - the load balancer's ring
     moved_from_a = moving_keys(keys, "a", before, after, own)
     owned_by_a = {k for k in keys if own(k, before) == "a"}
     assert set().union(*moved_from_a.values()) == owned_by_a  # a leaves the ring: all its keys move
     for dest, ks in moved_from_a.items():
         assert all(own(k, after) == dest for k in ks)
     moved_from_b = moving_keys(keys, "b", before, after, own)
-    # rendezvous hashing: b loses only keys the newcomer wins, never keys to c
+    # consistent hashing: b loses only keys that land on the newcomer's points, never keys to c
     assert set(moved_from_b) <= {"g"}
     assert all(own(k, before) == "b" and own(k, after) == "g" for k in moved_from_b.get("g", ()))
     stay = [k for k in keys if own(k, before) == own(k, after)]
@@ -77,8 +77,8 @@ def test_checkpoints_and_handovers_round_trip_through_json() -> None:
     cp = Checkpoint.from_json({"seq": 7, "items": {"a": "1", "b": "2"}, "deleted": ["c"]})
     assert cp.only({"a", "c"}) == Checkpoint(7, {"a": "1"}, ("c",))
     assert Checkpoint.from_json(cp.to_json()) == cp
-    h = Handover({"b0": "g0"}, (("b0", 100), ("b1", 50)), (("g0", 100), ("b1", 50)), True, {"b0": 3})
-    assert Handover.from_json(h.to_json()) == h
+    h = StateHandover({"b0": "g0"}, (("b0", 100), ("b1", 50)), (("g0", 100), ("b1", 50)), True, {"b0": 3})
+    assert StateHandover.from_json(h.to_json()) == h
     assert h.sources() == ["b0", "b1"] and h.reversed().pairs == {"g0": "b0"}
 
 

@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("pulumi")
 
-from sculpt.app.sculptor import OrchestratorActuator, Recommender, open_service  # noqa: E402
+from sculpt.app.service import open_service  # noqa: E402
 from sculpt.domain.errors import ConfigError  # noqa: E402
+from sculpt.migrate.actuator import OrchestratorActuator, Recommender  # noqa: E402
 from sculpt.migrate.cloud import CloudPlatform  # noqa: E402
 
 SPEC = "fleet: web\nengine: pulumi\nprovider: {provider}\nshape: {shape}\nregion: {region}\n"

@@ -33,6 +33,10 @@ class RecentPeak:
     """Stub predictor: the horizon's demand is the peak of the last ``window`` samples (p95 = 1.1x)."""
 
     name = "recent-peak"
+    profile = "general"
+    seed = 0
+    horizon_s = 3600.0
+    notes: list[str] = []
 
     def __init__(self, window: int = 3) -> None:
         self.window = window

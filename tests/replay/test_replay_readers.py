@@ -51,8 +51,9 @@ def test_generic_with_and_without_memory(write_csv) -> None:  # type: ignore[no-
     ("unknown.csv", "time,load\n0,1\n", "unknown layout"),
     ("empty.csv", "", "is empty"),
     ("header.csv", "timestamp,cpu_cores\n", "no samples"),
-    ("back.csv", "timestamp,cpu_cores\n0,1\n600,1\n300,1\n", "time does not increase"),
-    ("dup.csv", "timestamp,cpu_cores\n0,1\n0,1\n", "time does not increase"),
+    ("dup.csv", "timestamp,cpu_cores\n0,1\n0,1\n", "only 1 distinct timestamp"),
+    ("nan.csv", "timestamp,cpu_cores\n0,1\nnan,1\n", "row 3 has no timestamp"),
+    ("bytes.csv", "timestamp,value\n0,251643\n300,38516\n", "not a CPU percentage"),
     ("bad.csv", "timestamp,cpu_cores\n0,1\n60,lots\n", "not a number"),
 ])
 def test_bad_files_name_the_file_and_the_fix(write_csv, name: str, text: str, needle: str) -> None:  # type: ignore[no-untyped-def]

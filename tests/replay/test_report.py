@@ -179,7 +179,7 @@ def test_every_trace_has_a_row_and_its_charts(cli_run: tuple[dict[str, Any], str
     assert "floor" in page.rows["app2"]["data-flags"].split()
     assert "smallest allowed shape" in page.panel_text["app2"]
     assert page.scripts == 1 and page.external == []  # one inline script, nothing fetched
-    assert 'id="cost-risk"' in text and "issue 13" in text
+    assert 'id="cost-risk"' in text and 'id="equal-risk"' not in text  # no sweep: one dot per policy
 
 
 def test_week_of_the_oracle_only_when_it_moves(catalog, trace, stub_predictor) -> None:  # type: ignore[no-untyped-def]
@@ -330,3 +330,26 @@ def test_update_doc_figures_refuses_an_unclosed_marker(tmp_path: Path) -> None:
 def test_the_repository_docs_match_their_json() -> None:
     r = run_script("--check")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cost_risk_curves_are_drawn_with_labels_and_the_equal_risk_table(catalog, trace, stub_predictor) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    hours = 24 * 3
+    wave = trace([0.5 + 2.5 * (i % 24 >= 12) for i in range(hours)], name="wave", provisioned=(4, 4))
+    r = run_replay([wave], catalog, ReplayConfig(region="r", families=(), policies=("static", "percentile",
+                                                                                     "sculpt", "oracle")),
+                   predictor_factory=stub_predictor)
+    curves = {"sculpt": [(0.0, 90.0), (0.01, 80.0), (0.02, 70.0)], "percentile": [(0.0, 95.0), (0.03, 75.0)]}
+    labels = {"sculpt": ["a=0", "a=0.5", "a=1"], "percentile": ["m=+15%", "m=+0%"]}
+    eq = {"percentile": {"risk": 0.005, "x_oracle": 1.2, "oom_events": 0, "sculpt_x_oracle": 1.1,
+                         "best_baseline": "percentile", "best_x_oracle": 1.2, "ratio_to_best": 0.9167}}
+    text = render(r, curves=curves, labels=labels, equal_risk=eq)
+    section = text[text.index('id="cost-risk"'):text.index("Cumulative cost")]
+    assert section.count("<path d=\"M") == 2  # one polyline per curve
+    assert len(re.findall(r'<circle [^>]*r="3.5"', section)) == 5  # one small dot per swept point
+    for lab in ("a=0.5", "a=1", "m=+15%"):
+        assert f">{lab}</text>" in section
+    assert "stroke-dasharray" in section  # the guide at the percentile's risk
+    table = section[section.index('id="equal-risk"'):]
+    assert "0.500%" in table and "1.100" in table and "0.917" in table and 'class="best"' in table

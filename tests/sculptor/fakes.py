@@ -12,12 +12,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sculpt.app.sculptor import Action, LivePort, Recommender, SculptorService, SlotInfo, stream_names
 from sculpt.catalog import load_catalog
 from sculpt.domain.clock import FakeClock
 from sculpt.domain.errors import ProviderError
+from sculpt.domain.fleet import SlotInfo
 from sculpt.domain.spec import FleetSpec, parse_spec
 from sculpt.forecast import make_predictor
+from sculpt.loop.live import LivePort
+from sculpt.loop.service import SculptorService, stream_names
+from sculpt.migrate.actuator import MorphOutcome, Recommender
 
 T0 = 1_780_000_000.0
 
@@ -37,6 +40,7 @@ class FakeMetricSource:
 
     def __init__(self) -> None:
         self.cpu: float | dict[str, float] = 0.1
+        self.latency_ms = 5.0
         self.down = False
         self.calls = 0
 
@@ -47,7 +51,7 @@ class FakeMetricSource:
         out = {}
         for s in slots:
             c = self.cpu if isinstance(self.cpu, float) else self.cpu.get(s.id, math.nan)
-            out[s.id] = {"cpu_cores": c, "mem_gib": 0.05, "rps": 10.0, "latency_p95_ms": 5.0}
+            out[s.id] = {"cpu_cores": c, "mem_gib": 0.05, "rps": 10.0, "latency_p95_ms": self.latency_ms}
         return out
 
 
@@ -58,14 +62,14 @@ class RecordingActuator:
         self.calls: list[tuple[str, str]] = []
         self.regions: list[str] = []  # the region asked for, per call
 
-    def morph(self, shape: str, region: str, from_shape: str, now: float) -> Action:
+    def morph(self, shape: str, region: str, from_shape: str, now: float) -> MorphOutcome:
         self.calls.append((from_shape, shape))
         self.regions.append(region)
         if self.fail:
-            return Action(now, shape, from_shape, region, "rolled_back", "green never became healthy")
+            return MorphOutcome(now, shape, from_shape, region, "rolled_back", "green never became healthy")
         moved = region != self.fleet.region
         self.fleet.shape, self.fleet.region = shape, region
-        return Action(now, shape, from_shape, region, "done", "blue-green" if moved else "in-place")
+        return MorphOutcome(now, shape, from_shape, region, "done", "blue-green" if moved else "in-place")
 
 
 class ExplodingPredictor:
@@ -73,6 +77,9 @@ class ExplodingPredictor:
 
     name = "exploding"
     horizon_s = 3600.0
+    profile = "general"
+    seed = 0
+    notes: list[str] = []
 
     def learn_one(self, stream: str, sample: Any) -> None:
         raise RuntimeError("boom")
@@ -100,6 +107,8 @@ class ConfidentForecast:
     name = "confident"
     horizon_s = 3600.0
     profile = "general"
+    seed = 0
+    notes: list[str] = []
 
     def __init__(self, cpu: float = 1.2) -> None:
         self.cpu = cpu

@@ -9,10 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from sculpt.app.api import create_app, metrics_text, parse_address, serve
-from sculpt.app.sculptor import SculptorService
+from sculpt.app.api import create_app, parse_address, serve
+from sculpt.app.api_metrics import metrics_text
 from sculpt.domain.errors import ConfigError
 from sculpt.domain.spec import FleetSpec
+from sculpt.loop.service import SculptorService
 from tests.sculptor.fakes import run, service
 
 TOKEN = "s3cret-token"
@@ -91,7 +92,7 @@ def test_requirements_are_validated_applied_and_persisted(api: tuple[str, Sculpt
 
 def test_a_profile_change_applies_live_without_forgetting(
         api: tuple[str, SculptorService, list[FleetSpec]]) -> None:
-    from sculpt.app.sculptor import Handover
+    from sculpt.forecast.guard import ProfileHandover
 
     url, svc, _saved = api
     clock = svc.clock
@@ -104,11 +105,11 @@ def test_a_profile_change_applies_live_without_forgetting(
         assert c.get("/v1/fleets/web").json()["model_profile"] == "general->batch"
         # the old model keeps forecasting: the next tick is as confident as before, not back to zero
         tick = run(svc, clock, 1)[0]  # type: ignore[arg-type]
-        assert tick.plan.confidence >= before and isinstance(svc.guard.primary, Handover)
+        assert tick.plan.confidence >= before and isinstance(svc.guard.primary, ProfileHandover)
         # the new profile's model takes over once it is past the confidence floor
         for _ in range(40):
             run(svc, clock, 1, step_s=3600.0)  # type: ignore[arg-type]
-            if not isinstance(svc.guard.primary, Handover):
+            if not isinstance(svc.guard.primary, ProfileHandover):
                 break
         assert c.get("/v1/fleets/web").json()["model_profile"] == "batch"
         assert getattr(svc.guard.primary, "profile", None) == "batch"

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from sculpt.app.api import FailedAuthLimit, create_app, reads_need_token, serve, serve_in_thread
-from sculpt.app.sculptor import SculptorService
+from sculpt.app.api import create_app, serve, serve_in_thread
+from sculpt.app.api_auth import FailedAuthLimit, reads_need_token
 from sculpt.domain.errors import ConfigError
 from sculpt.domain.spec import FleetSpec
+from sculpt.loop.service import SculptorService
 from tests.sculptor.fakes import run, service
 
 TOKEN = "s3cret-token"

@@ -120,9 +120,9 @@ def test_the_loop_falls_back_to_the_next_best_shape_after_a_capacity_error() -> 
     def no_room_for_first(shape: str, region: str, from_shape: str, now: float):  # type: ignore[no-untyped-def]
         if not act.calls:
             act.calls.append((from_shape, shape))
-            from sculpt.app.sculptor import Action
+            from sculpt.migrate.actuator import MorphOutcome
 
-            return Action(now, shape, from_shape, region, "failed", "InsufficientInstanceCapacity for " + shape)
+            return MorphOutcome(now, shape, from_shape, region, "failed", "InsufficientInstanceCapacity for " + shape)
         return real(shape, region, from_shape, now)
 
     act.morph = no_room_for_first  # type: ignore[method-assign]

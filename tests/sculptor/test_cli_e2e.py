@@ -197,7 +197,7 @@ def test_auto_mode_moves_a_real_fleet_to_the_cheaper_region(sculpt_home: Path, t
     orchestrator, the loop re-homes to local-b and keeps measuring the new instance."""
     import time
 
-    from sculpt.app.sculptor import open_service
+    from sculpt.app.service import open_service
     from tests.sculptor.fakes import ConfidentForecast
 
     spec = tmp_path / "sculpt.yaml"

@@ -16,9 +16,10 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from sculpt.app.api import create_app, metrics_text, serve
-from sculpt.app.sculptor import SculptorService
+from sculpt.app.api import create_app, serve
+from sculpt.app.api_metrics import metrics_text
 from sculpt.demoapp.server import AppState, spawn
+from sculpt.loop.service import SculptorService
 from tests.sculptor.fakes import ConfidentForecast, run, service
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"

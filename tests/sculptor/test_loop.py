@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sculpt.app.sculptor import Guarded, ScaledClock, checkpoint_key, merge_plans
-from sculpt.domain.clock import FakeClock
+from sculpt.decide.fleet import merge_plans
+from sculpt.domain.clock import FakeClock, ScaledClock
 from sculpt.domain.errors import ConfigError
 from sculpt.domain.plan import Decision, Plan
 from sculpt.forecast import make_predictor, persist
+from sculpt.forecast.guard import Guarded
 from sculpt.ledger import Ledger
+from sculpt.loop.service import checkpoint_key
 from tests.sculptor.fakes import ExplodingPredictor, run, service, spec
 
 
@@ -166,9 +168,11 @@ def test_a_prometheus_server_that_is_down_means_hold_not_crash() -> None:
     """Real network boundary: nothing listens on the port, so every read is refused."""
     import socket
 
-    from sculpt.app.sculptor import LivePort, RangeReadings, SculptorService, stream_names
     from sculpt.catalog import load_catalog
+    from sculpt.loop.live import LivePort
+    from sculpt.loop.service import SculptorService, stream_names
     from sculpt.metrics.prometheus import PrometheusSource
+    from sculpt.metrics.readings import RangeReadings
     from tests.sculptor.fakes import FakeFleet, RecordingActuator
 
     s = socket.socket()

@@ -141,6 +141,6 @@ def test_a_damaged_ledger_is_one_error_line(app: typer.Typer, tmp_path: Path) ->
 
 
 def test_the_watch_lock_name_is_the_watchers() -> None:
-    from sculpt.app.sculptor import watch_lock
+    from sculpt.loop.service import watch_lock
 
     assert fleets.watch_lock("web") == watch_lock("web")

@@ -199,7 +199,7 @@ def test_keys_verified_reads_back_through_http_and_catches_a_lost_write(tmp_path
     import http.client
     import time
 
-    from sculpt.app.demo import KvWriter
+    from sculpt.app.demo_load import KvWriter
     from sculpt.demoapp.server import spawn
 
     proc, port = spawn(tmp_path / "data")
@@ -222,7 +222,7 @@ def test_keys_verified_reads_back_through_http_and_catches_a_lost_write(tmp_path
 
 
 def test_demo_summary_says_what_was_and_was_not_shown() -> None:
-    from sculpt.app.demo import DemoResult, Move, summary
+    from sculpt.app.demo_report import DemoResult, Move, summary
 
     r = DemoResult(source="synthetic")
     r.moves = [Move("in-place", "std-0.5c-512m", "std-1c-1024m", "local-a", "local-a", "done", 0.1,

@@ -58,7 +58,7 @@ from sculpt.domain.spec import FleetSpec
 from sculpt.providers.local import instances as inst_mod
 from sculpt.providers.local import procs
 from sculpt.providers.local.cgroups import Enforcer, Limits, Mode, make_enforcer
-from sculpt.providers.local.instances import Instance
+from sculpt.providers.local.instances import InstanceProcess
 from sculpt.providers.local.lbproc import LBClient, lb_call
 from sculpt.providers.local.procs import MAX_UNIX_PATH, AgentPaths, read_pid
 
@@ -118,7 +118,7 @@ class Agent:
         self.paths = AgentPaths(Path(state_dir).resolve(), stack)
         self.stack = stack
         self.enforcer: Enforcer = make_enforcer(stack, self.paths.state_dir, mode)
-        self.instances: dict[str, Instance] = {}  # slot id -> the instance serving it
+        self.instances: dict[str, InstanceProcess] = {}  # slot id -> the instance serving it
         self.fleet: Fleet | None = None  # the last applied fleet (weights and shapes as changed since)
         self.lb: LBClient | None = None
         self.lb_address: tuple[str, int] | None = None
@@ -313,7 +313,7 @@ class Agent:
                 log.warning("the recorded LB process (pid %s) does not answer (%s): stopping it", lbrec.get("pid"), e)
                 procs.terminate([lbrec], 1.0, group=False)
         stale: list[dict[str, Any]] = []
-        restart: list[Instance] = []
+        restart: list[InstanceProcess] = []
         for rec in state.get("instances") or []:
             try:
                 inst = inst_mod.from_record(rec)
@@ -526,7 +526,7 @@ class Agent:
                         "run `sculpt up` or `sculpt morph --strategy blue-green`: they hand its state over",
                         retryable=False)
             self._ensure_lb(fleet.spec)
-            started: list[Instance] = []
+            started: list[InstanceProcess] = []
             try:
                 for sid, slot in desired.items():
                     self._check_running()
@@ -571,7 +571,7 @@ class Agent:
             self._save_state()
             return self.status()
 
-    def _retire_data(self, inst: Instance) -> None:
+    def _retire_data(self, inst: InstanceProcess) -> None:
         """Move a removed slot's data dir aside (kept, never reused by a later instance of that id)."""
         if not inst.data_dir.is_dir():
             return
@@ -593,7 +593,7 @@ class Agent:
             raise ProviderError(f"the agent of stack '{self.stack}' is shutting down",
                                 "run `sculpt up` again once it has stopped")
 
-    def _wait_healthy(self, insts: list[Instance], timeout_s: float) -> None:
+    def _wait_healthy(self, insts: list[InstanceProcess], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         waiting = list(insts)
         while waiting:
@@ -614,7 +614,7 @@ class Agent:
                                     f"check app.health_path and the log {i.log_path}, or raise the timeout")
             time.sleep(0.05)
 
-    def _drain(self, insts: list[Instance], drain_s: float) -> None:
+    def _drain(self, insts: list[InstanceProcess], drain_s: float) -> None:
         if self.lb is None:
             return
         for i in insts:
@@ -846,7 +846,7 @@ class Agent:
             self.fleet = self.fleet.with_slots([self.instances[s.id].slot if s.id in self.instances else s
                                                 for s in self.fleet.slots])
 
-    def _instance(self, slot_id: str) -> Instance:
+    def _instance(self, slot_id: str) -> InstanceProcess:
         inst = self.instances.get(slot_id)
         if inst is None:
             raise NotFoundError(f"stack '{self.stack}' has no slot '{slot_id}'",
@@ -907,7 +907,7 @@ class Agent:
                 self._sync_lb()
             self._save_state()
 
-    def _lb_readmits(self, i: Instance) -> bool:
+    def _lb_readmits(self, i: InstanceProcess) -> bool:
         """An instance answers again (after a restart, or a hang): have the LB check it now, so ``status``
         never calls healthy an instance the LB still refuses to route to until its next health round."""
         lb = self.lb
@@ -1001,7 +1001,7 @@ def _owner_alive(pid: int, since: float) -> bool:
         return False
 
 
-def _stop_all(insts: list[Instance], enforcer: Enforcer) -> None:
+def _stop_all(insts: list[InstanceProcess], enforcer: Enforcer) -> None:
     """Stop instances in parallel (each gets its grace period at the same time)."""
     threads = [threading.Thread(target=inst_mod.stop, args=(i, enforcer), daemon=True) for i in insts]
     for t in threads:

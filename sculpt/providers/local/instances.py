@@ -1,6 +1,6 @@
 """A local instance: one OS process running the app's command on a free loopback port, shape enforced.
 
-The agent owns ``Instance`` objects; this module knows how to start one (command substitution, data dir,
+The agent owns ``InstanceProcess`` objects; this module knows how to start one (command substitution, data dir,
 log file, enforcement), probe its health, notice that it died, and stop it (its whole process group).
 
 Layout under the state directory::
@@ -12,7 +12,7 @@ Layout under the state directory::
 back within one agent's records, so a new instance never shares a data dir or a load-balancer backend id
 with an earlier one.
 
-An instance started by an earlier agent (killed, then replaced) is *adopted*: ``Instance.proc`` is then an
+An instance started by an earlier agent (killed, then replaced) is *adopted*: ``InstanceProcess.proc`` is then an
 :class:`Adopted` handle (pid + create time) instead of a ``Popen``; ``to_record``/``from_record`` are what
 the agent keeps in ``agents/<stack>.json`` to rebuild it.
 """
@@ -129,7 +129,7 @@ class Adopted:
 
 
 @dataclass
-class Instance:
+class InstanceProcess:
     """A running (or crashed, awaiting restart) instance of one slot."""
 
     uid: str
@@ -179,7 +179,7 @@ class Instance:
         return f"the app of instance {self.uid} ({Path(self.argv[0]).name}) {what}" + (f": {last}" if last else "")
 
 
-def to_record(inst: Instance) -> dict[str, Any]:
+def to_record(inst: InstanceProcess) -> dict[str, Any]:
     """What a new agent needs to rebuild (adopt, or restart) this instance: see ``from_record``."""
     pid = inst.pid if inst.alive() else None
     created = (inst.proc.created if isinstance(inst.proc, Adopted) else procs.create_time(pid)) if pid else None
@@ -191,13 +191,13 @@ def to_record(inst: Instance) -> dict[str, Any]:
             "pid": pid, "create_time": created}
 
 
-def from_record(rec: dict[str, Any]) -> Instance:
+def from_record(rec: dict[str, Any]) -> InstanceProcess:
     """The instance a record describes; ``proc`` is an ``Adopted`` handle when its process still runs, else
     None (the caller restarts it from its data dir)."""
     shape = Shape.model_validate(rec["shape"])
     lim = rec.get("limits") or {}
     limits = Limits(float(lim["cpu"]), int(lim["mem_mb"])) if lim else Limits.of(shape.vcpu, shape.memory_gib)
-    inst = Instance(uid=str(rec["uid"]), slot=Slot.model_validate(rec["slot"]), shape=shape, port=int(rec["port"]),
+    inst = InstanceProcess(uid=str(rec["uid"]), slot=Slot.model_validate(rec["slot"]), shape=shape, port=int(rec["port"]),
                     data_dir=Path(rec["data_dir"]), log_path=Path(rec["log"]), argv=[str(a) for a in rec["argv"]],
                     template=[str(a) for a in rec["template"]] if rec.get("template") is not None else None,
                     env={str(k): str(v) for k, v in (rec.get("env") or {}).items()},
@@ -209,18 +209,18 @@ def from_record(rec: dict[str, Any]) -> Instance:
     return inst
 
 
-def new_instance(uid: str, slot: Slot, shape: Shape, app: App, root: Path) -> Instance:
+def new_instance(uid: str, slot: Slot, shape: Shape, app: App, root: Path) -> InstanceProcess:
     """Prepare (not start) an instance of ``slot`` under ``root`` (``<state>/instances/<stack>``)."""
     data_dir = root / uid
     port = free_port()
-    inst = Instance(uid=uid, slot=slot, shape=shape, port=port, data_dir=data_dir,
+    inst = InstanceProcess(uid=uid, slot=slot, shape=shape, port=port, data_dir=data_dir,
                     log_path=root / f"{uid}.log", argv=[], template=app.command, env=dict(app.env), health_path=app.health_path,
                     limits=Limits.of(shape.vcpu, shape.memory_gib))
     inst.argv = render_command(app.command, port=port, data_dir=data_dir, instance_id=uid)
     return inst
 
 
-def start(inst: Instance, enforcer: Enforcer) -> None:
+def start(inst: InstanceProcess, enforcer: Enforcer) -> None:
     """Start (or restart) the process, put it under its limits. Keeps the port when it is still free."""
     inst.data_dir.mkdir(parents=True, exist_ok=True)
     if not port_free(inst.port):
@@ -250,7 +250,7 @@ def start(inst: Instance, enforcer: Enforcer) -> None:
         raise
 
 
-def stop(inst: Instance, enforcer: Enforcer | None = None, grace_s: float = STOP_GRACE_S) -> None:
+def stop(inst: InstanceProcess, enforcer: Enforcer | None = None, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the instance's process group, SIGKILL it after ``grace_s``, release its group."""
     inst.stopping = True
     inst.healthy = False

@@ -29,10 +29,10 @@ Framing
 
 Routing
     ``weighted``: smooth weighted round-robin (nginx's algorithm) over healthy backends with weight > 0.
-    ``hash``: a consistent-hash ring with ``weight`` virtual nodes per backend (weight 100 = 100 points);
-    the key is the ``hash_key`` query parameter or the ``/kv/<key>`` path segment (no key: weighted). A key
-    goes to the first *healthy* backend clockwise from its hash, so adding a backend moves only the keys
-    that land on its points.
+    ``hash``: a consistent-hash ring with ``weight`` virtual nodes per backend (weight 100 = 100 points),
+    ``sculpt.domain.ring``: the one the morph planner plans key moves with. The key is the ``hash_key``
+    query parameter or the ``/kv/<key>`` path segment (no key: weighted). A key goes to the first *healthy*
+    backend clockwise from its hash, so adding a backend moves only the keys that land on its points.
 
 Failure handling
     A backend that fails a request with a connection error is marked down at once (the active health check
@@ -68,12 +68,10 @@ checks; ``active`` is false for a removed backend (it stays listed with its coun
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
 import concurrent.futures
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import re
@@ -88,6 +86,7 @@ from urllib.parse import unquote
 import h11
 
 from sculpt.domain.errors import ConfigError
+from sculpt.domain.ring import HashRing, build_ring, hash_point
 
 __all__ = ["Backend", "LoadBalancer", "hash_point", "main"]
 
@@ -137,25 +136,6 @@ def bind_listener(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}", "choose another host or port") from None
     sock.listen(1024)
     return sock
-
-
-def hash_point(text: str) -> int:
-    """A stable 64-bit point on the ring (same across processes and Python versions).
-
-    >>> hash_point("a") == hash_point("a"), 0 <= hash_point("b") < 2**64
-    (True, True)
-    """
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big")
-
-
-def build_ring(backends: list[Backend]) -> tuple[list[int], list[str]]:
-    """Sorted ring points and their owners; a backend gets ``weight`` points, each at ``hash(id#i)``.
-
-    Points depend only on (id, i), so changing one backend's weight or adding one only adds or removes
-    that backend's points: every other key keeps its owner.
-    """
-    pts = sorted((hash_point(f"{b.id}#{i}"), b.id) for b in backends if b.weight > 0 for i in range(b.weight))
-    return [p for p, _ in pts], [o for _, o in pts]
 
 
 def _key_from_target(target: str, param: str) -> str | None:
@@ -224,7 +204,7 @@ class LoadBalancer:
         # loop time at which the check behind each verdict started: a verdict only replaces one from an
         # earlier check, so a slow health round never overwrites what a newer check (or failure) found
         self._verdict_t: dict[str, float] = {}
-        self._ring: tuple[list[int], list[str]] = ([], [])
+        self._ring: HashRing = build_ring(())
         self._swrr: dict[str, int] = {}
         self._bstats: dict[str, _BStats] = {}
         self._known: dict[str, Backend] = {}
@@ -378,7 +358,7 @@ class LoadBalancer:
         old = self._backends
         self._healthy = {i: self._healthy.get(i, True) for i in new}
         self._swrr = {i: self._swrr.get(i, 0) for i in new}
-        self._ring = build_ring(backends)
+        self._ring = build_ring((b.id, b.weight) for b in backends)
         self._backends = new
         for b in backends:
             self._known[b.id] = b
@@ -521,23 +501,8 @@ class LoadBalancer:
 
     # -- routing -------------------------------------------------------------------------------------
     def _ring_owner(self, key: str, exclude: frozenset[str]) -> str | None:
-        points, owners = self._ring
-        healthy = self._healthy
-        if not points:
-            return None
-        i = bisect.bisect_left(points, hash_point(key))
-        n = len(points)
-        seen: set[str] = set()
-        for j in range(n):
-            o = owners[(i + j) % n]
-            if o in seen:
-                continue
-            if healthy.get(o, False) and o not in exclude:
-                return o
-            seen.add(o)
-            if len(seen) >= len(self._backends):
-                break
-        return None
+        """The first healthy backend clockwise from ``key`` not in ``exclude`` (``sculpt.domain.ring``)."""
+        return self._ring.owner(key, exclude, self._healthy)
 
     def _pick(self, req: _Req, exclude: frozenset[str]) -> Backend | None:
         if self.routing == "hash":

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from sculpt.decide.decision import Columns
+from sculpt.decide.fleet import Moves
 from sculpt.domain.clock import FakeClock
-from sculpt.replay.loop import TAIL_CAP, Observation, Sculptor, nowcast, tick
+from sculpt.loop.tick import TAIL_CAP, Observation, Sculptor, nowcast, tick
 
 
 def cols(c50: float, c95: float, m50: float, m95: float, hi_scale: float = 1.0) -> Columns:
@@ -52,16 +53,28 @@ class FakePort:
     def pending(self) -> np.ndarray:
         return np.zeros(2, dtype=bool)
 
-    def resize(self, rows: np.ndarray, to: np.ndarray, now: float) -> np.ndarray:
-        self.calls.append((rows.tolist(), to.tolist()))
-        return np.ones(len(rows), dtype=bool)
+    def execute(self, moves: Moves, now: float) -> np.ndarray:
+        self.calls.append((moves.rows.tolist(), moves.to.tolist()))
+        return np.ones(len(moves), dtype=bool)
 
 
 def test_tick_learns_decides_and_resizes_only_movers(catalog, stub_predictor) -> None:  # type: ignore[no-untyped-def]
     port = FakePort()
     sculptor = Sculptor(stub_predictor(), catalog.arrays("r"), ["idle", "busy"])
-    rows, batch = tick(sculptor, port, FakeClock(1_700_000_000.0))
+    step = tick(sculptor, port, FakeClock(1_700_000_000.0))
+    rows, batch = step.rows, step.batch
     assert rows.tolist() == [0, 1]
     assert port.calls == [([0], [0])]  # the idle stream shrinks to s1; the busy one stays on s4
     assert sculptor.state.last_move_t.tolist() == [1_700_000_000.0, -np.inf]
     assert bool(batch.move[0]) and not batch.move[1]
+    assert (step.moves.rows.tolist(), step.moves.to.tolist()) == port.calls[0]  # executed = planned
+
+
+def test_a_preview_plan_records_nothing(catalog, stub_predictor) -> None:  # type: ignore[no-untyped-def]
+    port = FakePort()
+    sculptor = Sculptor(stub_predictor(), catalog.arrays("r"), ["idle", "busy"])
+    sculptor.learn(port.observe(1_700_000_000.0))
+    before = sculptor.state
+    step = sculptor.plan(1_700_000_000.0, port.current(), port.pending(), commit=False)
+    assert step.moves.rows.tolist() == [0]  # the idle stream would shrink...
+    assert sculptor.state is before  # ...but a preview leaves the cooldown and the daily count alone

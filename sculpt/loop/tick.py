@@ -1,26 +1,29 @@
 """The sculpt loop's tick, shared by ``sculpt watch`` (live) and ``sculpt replay`` (on ``sim``).
 
 One tick: observe the fleet's latest samples -> ``learn_many`` -> ``forecast_many`` -> ``decide_many`` (pure)
--> ask the provider to resize the streams that should move. ``Sculptor`` holds the predictor and the
+-> one plan (``Step``: per stream for replay's independent VMs, ``sculpt.decide.fleet`` for a live fleet)
+-> the port executes exactly the plan's moves. ``Sculptor`` holds the predictor and the
 decision state; ``tick`` wires it to any provider port (``FleetPort``) and a ``Clock``. Nothing here knows
 whether the fleet is simulated: the replay harness hands it a port over ``sculpt.providers.sim.SimCloud``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from sculpt.decide.cost import DEFAULT_COST, CostModel
-from sculpt.decide.decision import BatchDecision, Columns, ForecastColumns, decide_many, upper
+from sculpt.decide.decision import BatchDecision, Columns, ForecastColumns, decide_many
+from sculpt.decide.distribution import upper
+from sculpt.decide.fleet import FleetPlan, Moves, per_stream
 from sculpt.decide.state import DecisionState
 from sculpt.domain.catalog import CatalogArrays
 from sculpt.domain.clock import Clock
 from sculpt.domain.spec import FleetSpec
-from sculpt.forecast.base import Predictor, SampleBatch
+from sculpt.forecast.base import ForecastBatch, Predictor, SampleBatch
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,30 @@ class Observation:
     t: np.ndarray
     cpu_cores: np.ndarray
     mem_gib: np.ndarray
+    latency_ms: np.ndarray | None = None  # the service's measured p95 latency (NaN: not measured)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One tick's plan: the streams decided on, the floored forecast the decision used, the per-stream
+    decisions, and the moves the loop executes (exactly the plan's actions; for a live fleet ``fleet`` is
+    that plan, explained)."""
+
+    now: float
+    rows: np.ndarray
+    forecast: Columns
+    batch: BatchDecision
+    moves: Moves
+    fleet: FleetPlan | None = None
+
+
+Planner = Callable[[float, np.ndarray, Columns, BatchDecision, DecisionState], FleetPlan]
+"""A live fleet's planner: (now, rows, forecast, decisions, state before the tick) -> the fleet's plan."""
 
 
 class FleetPort(Protocol):
-    """What the loop needs from a provider: the fleet's samples, shapes, moves in flight, and resize."""
+    """What the loop needs from a provider: the fleet's samples, shapes, moves in flight, and a way to
+    execute a plan's moves."""
 
     def observe(self, now: float) -> Observation: ...
 
@@ -42,7 +65,9 @@ class FleetPort(Protocol):
 
     def pending(self) -> np.ndarray: ...
 
-    def resize(self, rows: np.ndarray, to: np.ndarray, now: float) -> np.ndarray: ...
+    def execute(self, moves: Moves, now: float) -> np.ndarray:
+        """Carry out ``moves`` (exactly a plan's actions); per moved row, whether it took effect."""
+        ...
 
 
 class Sculptor:
@@ -59,6 +84,7 @@ class Sculptor:
         spec: FleetSpec | None = None,
         max_migrations_per_day: int | None = None,
         mem_recall_h: int = 24,
+        planner: Planner | None = None,
     ) -> None:
         self.predictor = predictor
         self.arrays = arrays
@@ -71,8 +97,10 @@ class Sculptor:
         self._names = np.array(self.streams, dtype=object)
         self.last_cpu = np.zeros(len(self.streams))
         self.last_mem = np.full(len(self.streams), np.nan)
+        self.last_latency = np.full(len(self.streams), np.nan)  # ms, from the live readings (replay has none)
         # memory recall: hourly memory peaks of the last day, per stream (a ring indexed by hour of day)
         self.mem_recall_h = mem_recall_h
+        self.planner = planner  # the live fleet's planner (``sculpt.decide.fleet``); None: independent streams
         self.peaks = np.zeros((len(self.streams), RECALL_H, 2))  # hourly (cpu, mem) peaks of the last day
         self.peak_hour = np.full(len(self.streams), -1, dtype=np.int64)
 
@@ -81,6 +109,8 @@ class Sculptor:
             return
         self.last_cpu[obs.rows] = np.nan_to_num(obs.cpu_cores, nan=0.0)
         self.last_mem[obs.rows] = obs.mem_gib
+        if obs.latency_ms is not None:
+            self.last_latency[obs.rows] = obs.latency_ms
         hour = (np.asarray(obs.t) // 3600).astype(np.int64)
         slot = hour % RECALL_H
         fresh = hour != self.peak_hour[obs.rows]
@@ -92,26 +122,50 @@ class Sculptor:
         self.predictor.learn_many(SampleBatch(streams=list(self._names[obs.rows]), t=obs.t, cpu_cores=obs.cpu_cores,
                                               mem_gib=obs.mem_gib))
 
-    def decide(self, now: float, current: np.ndarray, pending: np.ndarray, rows: np.ndarray | None = None
-               ) -> BatchDecision:
-        """Forecast and decide for ``rows`` (default: all streams); updates the held decision state."""
-        rows = np.arange(len(self.streams)) if rows is None else rows
-        fc = nowcast(self.predictor.forecast_many(list(self._names[rows]), self.model.horizon_h * 3600.0),
-                     self.last_cpu[rows], self.last_mem[rows],
-                     recall=self.peaks[rows].max(axis=1), mem_recall=self.mem_recall_h > 0)
-        sub = self.state if len(rows) == len(self.streams) else self.state_rows(rows)
+    def forecast(self, rows: np.ndarray) -> tuple[ForecastBatch, Columns]:
+        """The model's forecast of ``rows`` and the same floored by what is happening now (``nowcast``):
+        the second is what the decision weighs."""
+        fc = self.predictor.forecast_many(list(self._names[rows]), self.model.horizon_h * 3600.0)
+        return fc, nowcast(fc, self.last_cpu[rows], self.last_mem[rows], recall=self.peaks[rows].max(axis=1),
+                           mem_recall=self.mem_recall_h > 0)
+
+    def plan(self, now: float, current: np.ndarray, pending: np.ndarray, rows: np.ndarray | None = None, *,
+             commit: bool = True) -> Step:
+        """Forecast, decide and plan for ``rows`` (default: all streams). With ``commit`` the decision state
+        records the plan's moves (the loop is about to execute them); without, nothing changes (a preview)."""
+        rows = np.arange(len(self.streams)) if rows is None else np.asarray(rows, dtype=np.int64)
+        _, fc = self.forecast(rows)
+        whole = len(rows) == len(self.streams)
+        sub = self.state if whole else self.state_rows(rows)
         batch, new = decide_many(current=current[rows], forecast=fc, arrays=self.arrays, state=sub, now=now,
                                  model=self.model, allowed=self.allowed, pending=pending[rows], spec=self.spec,
-                                 max_migrations_per_day=self.max_migrations_per_day)
-        if len(rows) == len(self.streams):
-            self.state = new
-        else:
-            last = self.state.last_move_t.copy()
-            ring = self.state.move_times.copy()
-            last[rows] = new.last_move_t
-            ring[rows] = new.move_times
-            self.state = DecisionState(last_move_t=last, move_times=ring)
-        return batch
+                                 max_migrations_per_day=self.max_migrations_per_day,
+                                 latency_over=self.latency_over(rows))
+        fleet = self.planner(now, rows, fc, batch, self.state) if self.planner is not None else None
+        moves = fleet.moves if fleet is not None else per_stream(rows, batch)
+        if commit:
+            if fleet is not None:  # the fleet's plan says who moves (a whole-fleet morph moves every replica)
+                moved = np.zeros(len(self.streams), dtype=bool)
+                moved[moves.rows] = True
+                self.state = self.state.record(moved, now) if moved.any() else self.state
+            elif whole:
+                self.state = new
+            else:
+                last = self.state.last_move_t.copy()
+                ring = self.state.move_times.copy()
+                last[rows] = new.last_move_t
+                ring[rows] = new.move_times
+                self.state = DecisionState(last_move_t=last, move_times=ring)
+        return Step(now=now, rows=rows, forecast=fc, batch=batch, moves=moves, fleet=fleet)
+
+    def latency_over(self, rows: np.ndarray) -> np.ndarray | None:
+        """Streams whose latest measured p95 latency is above the spec's SLO (None without a spec or a
+        latency signal: replay's traces have none)."""
+        lat = self.last_latency[rows]
+        if self.spec is None or not np.isfinite(lat).any():
+            return None
+        over: np.ndarray = np.nan_to_num(lat, nan=0.0) > self.spec.slo.p95_latency_ms
+        return over
 
     def state_rows(self, rows: np.ndarray) -> DecisionState:
         return DecisionState(last_move_t=self.state.last_move_t[rows], move_times=self.state.move_times[rows])
@@ -162,12 +216,12 @@ def nowcast(fc: ForecastColumns, cpu: np.ndarray, mem: np.ndarray, recall: np.nd
                     confidence=np.asarray(fc.confidence), samples=np.asarray(fc.samples))
 
 
-def tick(sculptor: Sculptor, port: FleetPort, clock: Clock) -> tuple[np.ndarray, BatchDecision]:
-    """One turn of the loop at ``clock.now()``; returns the rows decided on and their decisions."""
+def tick(sculptor: Sculptor, port: FleetPort, clock: Clock) -> Step:
+    """One turn of the loop at ``clock.now()``: observe, learn, plan, then execute exactly the plan's moves."""
     now = clock.now()
     obs = port.observe(now)
     sculptor.learn(obs)
-    batch = sculptor.decide(now, port.current(), port.pending(), obs.rows)
-    if batch.move.any():
-        port.resize(obs.rows[batch.move], batch.target[batch.move], now)
-    return obs.rows, batch
+    step = sculptor.plan(now, port.current(), port.pending(), obs.rows)
+    if step.moves:
+        port.execute(step.moves, now)
+    return step
