@@ -67,9 +67,10 @@ def bench_replay(
     from datetime import UTC, datetime
 
     from sculpt.catalog import load_catalog
+    from sculpt.cli._common import warn
     from sculpt.domain.errors import NotFoundError
     from sculpt.replay.harness import ReplayConfig, run_replay
-    from sculpt.replay.readers import read_traces
+    from sculpt.replay.readers import load_traces
 
     if not traces:
         data = Path(os.environ.get("SCULPT_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -79,7 +80,10 @@ def bench_replay(
                                 "pass trace paths or set SCULPT_DATA to the shared data directory")
         traces = [d]
     t0 = time.perf_counter()
-    loaded = read_traces(list(traces))
+    got = load_traces(list(traces))
+    for line in got.warnings:
+        warn(line)
+    loaded = got.traces
     read_s = time.perf_counter() - t0
     config = ReplayConfig(region=region, model=model)
     r = run_replay(loaded, load_catalog("aws"), config)

@@ -84,6 +84,19 @@ class CostModel:
     urgent_breach: float = 0.10
     utilisation_cap: float = 1.0
 
+    def risk_weight(self) -> float:
+        """How much a breach weighs against a saving, from the aggressiveness: 1 at 0.5 (the breach penalty
+        as set), ``(1 - a) / a`` around it, bounded to [1/8, 8] — so the knob trades cost for risk in the
+        choice of shape, not only in whether a saving clears the threshold.
+
+        >>> [round(CostModel(aggressiveness=a).risk_weight(), 3) for a in (0.0, 0.2, 0.5, 0.8, 1.0)]
+        [8.0, 4.0, 1.0, 0.25, 0.125]
+        """
+        a = min(max(self.aggressiveness, 0.0), 1.0)
+        if a <= 0.0:
+            return RISK_WEIGHT_MAX
+        return min(max((1.0 - a) / a, 1.0 / RISK_WEIGHT_MAX), RISK_WEIGHT_MAX)
+
     def gain_threshold(self) -> float:
         """Share of the current horizon cost a non-urgent move must save net (inf at aggressiveness 0)."""
         a = min(max(self.aggressiveness, 0.0), 1.0)
@@ -92,6 +105,7 @@ class CostModel:
         return (1.0 - a) / a * self.min_gain_fraction
 
 
+RISK_WEIGHT_MAX = 8.0
 DEFAULT_COST = CostModel()
 
 

@@ -171,15 +171,17 @@ def net_gain(
 
 
 def slo_penalty(price: np.ndarray, p_safe: np.ndarray | None, model: CostModel, n: int) -> np.ndarray:
-    """$/h a breach costs, per stream: ``max(slo_penalty_usd_per_h, slo_penalty_x_price · reference price)``,
+    """$/h a breach costs, per stream: ``max(slo_penalty_usd_per_h, slo_penalty_x_price · risk_weight ·
+    reference price)`` (``CostModel.risk_weight``: 1 at aggressiveness 0.5),
     the reference being the cheapest shape whose breach chance (``p_safe``, (N, S)) is below ``SAFE_BREACH``:
     the value of the service is what running it properly costs."""
     ok_price = np.isfinite(price) & (price >= 0)
     penalty = np.full(n, model.slo_penalty_usd_per_h)
-    if model.slo_penalty_x_price > 0 and p_safe is not None:
+    x_price = model.slo_penalty_x_price * model.risk_weight()
+    if x_price > 0 and p_safe is not None:
         safe = (p_safe < SAFE_BREACH) & ok_price[None, :]
         ref = np.where(safe.any(axis=1), price[safe.argmax(axis=1)], np.nanmax(np.where(ok_price, price, np.nan)))
-        penalty = np.maximum(penalty, model.slo_penalty_x_price * ref)
+        penalty = np.maximum(penalty, x_price * ref)
     return penalty
 
 

@@ -113,7 +113,8 @@ def plan_fleet(x: FleetInputs) -> FleetPlan:
         return FleetPlan(hold, Moves.none(), ())
     merged = merge_plans(x.spec.fleet, replicas, NO_METRICS)
     if merged.decision is Decision.MIGRATE:
-        return _shape_move(x, merged, replicas)
+        move = _shape_move(x, merged, replicas)
+        return _move_elsewhere(x, move) or move
     if merged.decision is Decision.HOLD:
         plan, moves = region_plan(x, merged)
         return FleetPlan(plan, moves, replicas)
@@ -162,6 +163,49 @@ def _shape_move(x: FleetInputs, merged: Plan, replicas: Sequence[Plan]) -> Fleet
                                      else 0.0, "figures": replicas[int(lead)].figures,
                                      "policy": replicas[int(lead)].policy})
     return FleetPlan(plan, Moves(np.asarray(x.rows, dtype=np.int64), np.full(len(x.rows), big)), tuple(replicas))
+
+
+def _move_elsewhere(x: FleetInputs, move: FleetPlan) -> FleetPlan | None:
+    """The fleet moves anyway: to a shape at least as large as the planned one in another allowed region,
+    when that serves it for less (availability weighted, net of the move). One blue/green move instead of a
+    resize now and a region move later; no cooldown or threshold gate (the move is decided, only where is
+    asked), but the confidence floor and every mandatory policy rule on the fleet it produces."""
+    if not x.moves_regions or x.busy or len(x.spec.allowed_regions) < 2 or not move.plan.actions:
+        return None
+    fc = busiest(x)
+    if fc is None or fc.confidence < x.cost.confidence_floor:
+        return None
+    want = x.catalog.shape(str(move.plan.actions[0].to_shape))
+    ranked = rank(x.catalog, x.spec, fc, x.spec.shape, x.spec.region, x.availability, x.now, x.cost)
+    home = next((c for c in ranked if c.shape == want.name and c.region == x.spec.region), None)
+
+    def covers(c: Candidate) -> bool:
+        s = x.catalog.shape(c.shape)
+        return s.vcpu >= want.vcpu and s.memory_gib >= want.memory_gib
+
+    best = next((c for c in ranked if c.region != x.spec.region and covers(c)), None)
+    if home is None or best is None or not best.effective_usd < home.effective_usd - 1e-9:
+        return None
+    arrays = x.catalog.arrays(best.region)
+    target = [str(n) for n in arrays.names].index(best.shape)
+    day = int(np.max(x.state.moves_last_day(x.now))) if len(x.state) else 0
+    policy = policy_gate(x.spec, arrays, target, day, x.now, region=best.region)
+    if not all(r.passed for r in policy if r.level == "mandatory"):
+        return None
+    slots = list(x.slots) or [SlotInfo(x.spec.fleet, x.spec.shape, x.spec.region)]
+    actions = tuple(Action(kind="move", slot=s.id, from_shape=s.shape, to_shape=best.shape, from_region=s.region,
+                           to_region=best.region, why="region") for s in slots)
+    price = x.catalog.price(x.spec.shape, x.spec.region)
+    delta = (float(arrays.price[target]) - price) * HOURS_PER_MONTH * len(slots)
+    reason = (f"{move.plan.reason}; {best.shape} in {best.region} serves it for "
+              f"${home.effective_usd - best.effective_usd:.4f} less over {x.cost.payback_h:g} h than {want.name} in "
+              f"{x.spec.region} (net of the move, launch availability {best.availability:.0%}): one blue/green move")
+    plan = move.plan.model_copy(update={
+        "actions": actions, "reason": reason, "why": "region", "policy": policy,
+        "expected_monthly_delta_usd": delta if math.isfinite(delta) else 0.0,
+        "figures": {**move.plan.figures, "region_gain_usd": home.effective_usd - best.effective_usd}})
+    return FleetPlan(plan, Moves(np.asarray(x.rows, dtype=np.int64), np.full(len(x.rows), target), best.region),
+                     move.replicas)
 
 
 def merge_plans(stack: str, plans: Sequence[Plan], fallback_reason: str) -> Plan:

@@ -406,14 +406,21 @@ def cost_risk_section(r: ReplayResult, hl: dict[str, Any], curves: Curves | None
         body.append(f'<path d="M{d}" fill="none" stroke="{col}" stroke-width="1.8" stroke-opacity="0.8">'
                     f"<title>{html.escape(name)}</title></path>")
         names = list((labels or {}).get(name, []))
+        placed: list[tuple[float, float, list[str]]] = []  # settings landing on one spot share one label
         for j, (x, y) in enumerate(c):
             a, b = xy(x, y)
             lab = names[j] if j < len(names) else ""
             body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="#fff" stroke="{col}" stroke-width="1.6">'
                         f"<title>{html.escape(f'{name} {lab}: {x:.3%} under-provisioned, {_money(y)}/month')}"
                         "</title></circle>")
-            if lab:
-                body.append(f'<text x="{a + 5:.1f}" y="{b - 5:.1f}" font-size="10" fill="{col}">{html.escape(lab)}'
+            if placed and abs(placed[-1][0] - a) < 4 and abs(placed[-1][1] - b) < 4:
+                placed[-1][2].append(lab)
+            else:
+                placed.append((a, b, [lab]))
+        for a, b, labs in placed:
+            text = labs[0] if len(labs) == 1 else f"{labs[0]}…{labs[-1].partition('=')[2] or labs[-1]}"
+            if text:
+                body.append(f'<text x="{a + 5:.1f}" y="{b - 5:.1f}" font-size="10" fill="{col}">{html.escape(text)}'
                             "</text>")
     for p, (x, y) in pts.items():
         a, b = xy(x, y)

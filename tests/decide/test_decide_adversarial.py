@@ -130,14 +130,15 @@ def test_aggressiveness_zero_moves_only_to_prevent_a_breach() -> None:
 @example(f=fc(20.0), current="a4", moved_ago=None)  # above every shape: a4 and b8 both breach for certain
 def test_aggressiveness_zero_never_moves_for_a_saving(f, current, moved_ago) -> None:  # type: ignore[no-untyped-def]
     """Whatever the forecast, shape and history: what a keen fleet would move for a saving, a calm one holds
-    for the threshold; and a calm fleet's every move is urgent, leaves a shape over the urgent breach
+    (for the threshold, or for the breach risk it weighs more); and a calm fleet's every move is urgent, leaves a shape over the urgent breach
     chance and lands on one that breaches less."""
     state = None if moved_ago is None else DecisionState.empty(1).record(np.array([True]), NOW - moved_ago)
     plan, new = one(current, f, state=state, model=CostModel(aggressiveness=0.0))
     keen, _ = one(current, f, state=state, model=CostModel(aggressiveness=1.0))
     event(f"keen: {keen.why}, calm: {plan.why}")
-    if keen.why == "move":  # a saving alone moves the keen fleet
-        assert plan.decision == Decision.HOLD and plan.why == "threshold"
+    if keen.why == "move":  # a saving alone moves the keen fleet; a calm one holds: for the threshold, or
+        # because at its risk weight the smaller shape's breaches cost more than it saves
+        assert plan.decision == Decision.HOLD and plan.why in ("threshold", "best")
     if plan.decision != Decision.MIGRATE:
         assert plan.why != "move" and not plan.actions
         return

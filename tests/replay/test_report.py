@@ -350,6 +350,9 @@ def test_cost_risk_curves_are_drawn_with_labels_and_the_equal_risk_table(catalog
     assert len(re.findall(r'<circle [^>]*r="3.5"', section)) == 5  # one small dot per swept point
     for lab in ("a=0.5", "a=1", "m=+15%"):
         assert f">{lab}</text>" in section
+    same = render(r, curves={"sculpt": [(0.01, 80.0), (0.01, 80.0), (0.02, 70.0)]},
+                  labels={"sculpt": ["a=0.2", "a=0.4", "a=1"]})
+    assert ">a=0.2…0.4</text>" in same and ">a=0.4</text>" not in same  # coinciding settings share a label
     assert "stroke-dasharray" in section  # the guide at the percentile's risk
     table = section[section.index('id="equal-risk"'):]
     assert "0.500%" in table and "1.100" in table and "0.917" in table and 'class="best"' in table

@@ -85,3 +85,23 @@ def test_a_failed_region_move_keeps_the_home_region() -> None:
     assert act.regions and set(act.regions) == {"local-b"}
     assert fleet.region == "local-a" and svc.spec.region == "local-a"
     assert any(any("local-b" in w for w in r.warnings) for r in reports)
+
+
+def test_a_move_that_happens_anyway_goes_where_it_is_cheaper() -> None:
+    """Demand outgrows std-1c-1024m: the fleet must move up; local-b sells std-2c-2048m cheaper than local-a,
+    so one blue/green move there replaces a resize now and a region move later (urgent, no cooldown gate)."""
+    from tests.sculptor.fakes import ConfidentForecast
+
+    sp = spec(**{"regions": ["local-b"], "shape": "std-1c-1024m", "aggressiveness": 0.5})
+    svc, fleet, source, act, clock = service(sp=sp, predictor=ConfidentForecast(1.3))
+    source.cpu = 1.3
+    r = run(svc, clock, 1, step_s=HOUR)[0]
+    assert r.plan.urgent and r.plan.why == "region" and r.plan.actions[0].kind == "move", r.plan
+    assert act.calls == [("std-1c-1024m", "std-2c-2048m")] and act.regions == ["local-b"]
+    assert (fleet.shape, fleet.region) == ("std-2c-2048m", "local-b") and svc.spec.region == "local-b"
+    assert "one blue/green move" in r.plan.reason and r.plan.figures["region_gain_usd"] > 0
+    # without the second region the same demand is an in-place resize at home
+    svc, fleet, source, act, clock = service(sp=spec(shape="std-1c-1024m"), predictor=ConfidentForecast(1.3))
+    source.cpu = 1.3
+    r = run(svc, clock, 1, step_s=HOUR)[0]
+    assert r.plan.why == "urgent" and act.regions == ["local-a"] and fleet.shape == "std-2c-2048m"
