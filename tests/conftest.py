@@ -33,3 +33,19 @@ def sculpt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("SCULPT_HOME", str(home))
     return home
+
+
+# The files that take longest (real processes, the demo, random kill sequences), slowest first. With
+# ``--dist loadfile`` a worker runs a whole file, so a long file handed out last leaves the other worker
+# idle while it finishes: handing them out first keeps both busy to the end. Scheduling only.
+SLOW_FIRST = ("tests/sculptor/test_cli_e2e.py", "tests/statesafety/test_cases.py",
+              "tests/statesafety/test_state_machine.py", "tests/pulumi/test_cli_verbs_on_pulumi.py",
+              "tests/local/test_agent_death.py", "tests/migrate/test_migrate_e2e.py", "tests/aws/test_cloud_morph.py",
+              "tests/aws/test_cloud_volume_morph.py", "tests/replay/test_replay_real.py", "tests/fuzz/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, p in enumerate(SLOW_FIRST) if item.nodeid.startswith(p)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a file and among the rest is kept
