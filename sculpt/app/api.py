@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Security
 from fastapi.concurrency import run_in_threadpool
@@ -71,6 +71,10 @@ from sculpt.app.status import service_recommendations
 from sculpt.domain.errors import ConfigError, SculptError
 from sculpt.domain.spec import FleetSpec
 from sculpt.loop.service import SculptorService
+
+if TYPE_CHECKING:
+    from sculpt.engine.base import StackEngine
+    from sculpt.ledger import Ledger
 from sculpt.metrics.exposition import render
 
 Persist = Callable[[FleetSpec], Any]
@@ -272,8 +276,11 @@ def serve(app: FastAPI, address: str, token: str = "", token_note: str = "") -> 
     return Server(server, th, f"{bound[0]}:{bound[1]}", token, token_note)
 
 
-def serve_in_thread(svc: SculptorService, address: str, ledger: Any = None, engine: Any = None) -> Server:
-    """Serve the API of one running service (``sculpt watch --api``)."""
+def serve_in_thread(svc: SculptorService, address: str, ledger: Ledger | None = None,
+                    engine: StackEngine | None = None) -> Server:
+    """Serve the API of one running service (``sculpt watch --api``). With ``engine``, a requirements
+    change is a stack version (``kind: requirements`` where the engine's commands are step-wise; a plain
+    update on a cloud engine, whose ``up`` takes no kind)."""
     token, note = api_token()
     protect = reads_need_token(parse_address(address)[0])
     note += "; reads need the token too" if protect else f"; reads are open (${READS_ENV}=token to protect them)"
@@ -282,10 +289,14 @@ def serve_in_thread(svc: SculptorService, address: str, ledger: Any = None, engi
         def save(spec: FleetSpec) -> int:
             from sculpt.domain.fleet import Fleet
 
+            assert engine is not None
             current = engine.current()
-            slots = current.slots if current is not None else Fleet.from_spec(spec).slots
-            return int(engine.up(Fleet(spec=spec, slots=slots), "requirements changed through the API",
-                                 kind="requirements"))
+            fleet = Fleet(spec=spec, slots=current.slots if current is not None else Fleet.from_spec(spec).slots)
+            message = "requirements changed through the API"
+            stepwise = engine.stepwise()
+            if stepwise is not None:
+                return int(stepwise.up(fleet, message, kind="requirements"))
+            return int(engine.up(fleet, message))
 
         persist[svc.spec.fleet] = save
     app = create_app({svc.spec.fleet: svc}, token=token, persist=persist, reads_need_token=protect)

@@ -36,7 +36,7 @@ from typing import Protocol
 import numpy as np
 
 from sculpt.decide.cost import DEFAULT_COST, CostModel, breach_probability, joint_breach, weighted_breach
-from sculpt.decide.distribution import FitColumns, shape_distribution, upper
+from sculpt.decide.distribution import Fit, FitColumns, shape_distribution, upper
 from sculpt.decide.state import DecisionState
 from sculpt.domain.catalog import Catalog, CatalogArrays
 from sculpt.domain.fleet import Fleet
@@ -99,15 +99,10 @@ class ForecastColumns(FitColumns, Protocol):
 
 
 @dataclass(frozen=True)
-class Columns:
-    """A plain ``ForecastColumns`` (tests, single-instance decisions)."""
+class Columns(Fit):
+    """A plain ``ForecastColumns`` (tests, single-instance decisions): a ``Fit`` with its confidence and the
+    periods seen."""
 
-    cpu_p50: np.ndarray
-    cpu_p95: np.ndarray
-    cpu_hi: np.ndarray
-    mem_p50: np.ndarray
-    mem_p95: np.ndarray
-    mem_hi: np.ndarray
     confidence: np.ndarray
     samples: np.ndarray
 

@@ -149,3 +149,41 @@ def test_a_busy_port_is_one_error_naming_it(capfd: pytest.CaptureFixture[str]) -
     assert "--api" in (e.value.fix or "")
     out, err = capfd.readouterr()
     assert "Errno" not in out + err and "ERROR" not in out + err
+
+
+class CloudEngineDouble:
+    """Stands in for the pulumi engine (a process boundary: the `pulumi` CLI): its commands are single
+    stack updates, so ``up`` takes no ``kind``."""
+
+    def __init__(self) -> None:
+        self.ups: list[tuple[object, str]] = []
+
+    def current(self) -> None:
+        return None
+
+    def stepwise(self) -> None:
+        return None
+
+    def up(self, fleet: object, message: str = "") -> int:
+        self.ups.append((fleet, message))
+        return 7
+
+
+def test_a_requirements_change_on_a_cloud_engine_is_a_plain_stack_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``watch --api`` on a pulumi stack: the change is one stack update (the local engine's ``kind`` would
+    raise TypeError there)."""
+    from sculpt.app.api import serve_in_thread
+
+    monkeypatch.setenv("SCULPT_API_TOKEN", TOKEN)
+    svc, _fleet, _source, _act, clock = service()
+    run(svc, clock, 3)
+    engine = CloudEngineDouble()
+    server = serve_in_thread(svc, "127.0.0.1:0", engine=engine)  # type: ignore[arg-type]
+    try:
+        r = httpx.put(f"http://{server.address}/v1/fleets/web/requirements", json={"aggressiveness": 0.7},
+                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == 7
+        assert len(engine.ups) == 1 and engine.ups[0][1] == "requirements changed through the API"
+    finally:
+        server.stop()
