@@ -97,6 +97,17 @@ class CostModel:
             return RISK_WEIGHT_MAX
         return min(max((1.0 - a) / a, 1.0 / RISK_WEIGHT_MAX), RISK_WEIGHT_MAX)
 
+    def threshold_usd(self, price: np.ndarray) -> np.ndarray:
+        """The net gain (USD over the payback window) a non-urgent move away from a shape costing ``price``
+        $/h must clear: ``gain_threshold`` of its payback cost (an unknown price counts as 0).
+
+        >>> round(float(CostModel(aggressiveness=0.5).threshold_usd(np.array(0.1))), 6)  # 5 % of 4 h at $0.1/h
+        0.02
+        """
+        p = np.asarray(price, dtype=np.float64)
+        out: np.ndarray = self.gain_threshold() * np.where(np.isfinite(p), p, 0.0) * self.payback_h
+        return out
+
     def gain_threshold(self) -> float:
         """Share of the current horizon cost a non-urgent move must save net (inf at aggressiveness 0)."""
         a = min(max(self.aggressiveness, 0.0), 1.0)

@@ -271,8 +271,7 @@ def decide_many(
     pc = p[rows, cur]
     pt = p[rows, tgt]
 
-    h = model.payback_h
-    threshold = model.gain_threshold() * np.where(np.isfinite(price[cur]), price[cur], 0.0) * h
+    threshold = model.threshold_usd(price[cur])
     urgent = (((pc > model.urgent_breach) & ((pt < pc) | unsafe)) | lat) & (target != current)
     worth = (net > threshold) & (b > 0) & (target != current)
 
@@ -338,6 +337,14 @@ def _next_larger(vcpu: np.ndarray, mem: np.ndarray, ok: np.ndarray, cur: np.ndar
     bigger = ok[None, :] & (vcpu[None, :] > vcpu[cur][:, None]) & (mem[None, :] >= mem[cur][:, None])
     first = bigger.argmax(axis=1)
     return np.where(bigger.any(axis=1), first, -1)
+
+
+def hold_rules(spec: FleetSpec, shape: str, family: str, price: float, now: float, moves_last_day: int = 0
+               ) -> tuple[RuleResult, ...]:
+    """Every policy rule on the fleet as it runs (``shape`` at ``price`` $/h per slot): a hold changes nothing."""
+    fleet = Fleet.from_spec(spec)
+    return evaluate(RuleContext(spec=spec, fleet=fleet, hourly_cost=price * len(fleet.slots), families={shape: family},
+                                migrations_last_day=moves_last_day, is_change=False, now=now, tags=spec.tags))
 
 
 def _pick(expected: np.ndarray, mask: np.ndarray, cur: np.ndarray) -> np.ndarray:
@@ -406,13 +413,12 @@ def plan_of(batch: BatchDecision, i: int, *, stack: str, slot: str, arrays: Cata
     """The ``Plan`` of stream ``i`` of a batch (rules evaluated on the fleet it would produce)."""
     cur, tgt = int(batch.current[i]), int(batch.target[i])
     why = Why(int(batch.why[i]))
-    policy = batch.policy.get(i) or policy_gate(spec, arrays, int(batch.candidate[i]), moves_last_day, now, region)
-    if not batch.move[i] and why != Why.POLICY:
-        # a hold changes nothing: the rules see the current fleet and no change
-        fleet = Fleet.from_spec(spec)
-        policy = evaluate(RuleContext(spec=spec, fleet=fleet, hourly_cost=float(np.nan_to_num(arrays.price[cur]))
-                                      * len(fleet.slots), families={str(arrays.names[cur]): str(arrays.families[cur])},
-                                      migrations_last_day=moves_last_day, is_change=False, now=now, tags=spec.tags))
+    if batch.move[i] or why == Why.POLICY:
+        policy = batch.policy.get(i) or policy_gate(spec, arrays, int(batch.candidate[i]), moves_last_day, now,
+                                                    region)
+    else:  # a hold changes nothing: the rules see the current fleet and no change
+        policy = hold_rules(spec, str(arrays.names[cur]), str(arrays.families[cur]),
+                            float(np.nan_to_num(arrays.price[cur])), now, moves_last_day)
     dist = shape_distribution(arrays, forecast, i, allowed=allowed, cap=model.utilisation_cap) \
         if forecast is not None else {}
     code = why.name.lower()
@@ -460,7 +466,7 @@ def explain(batch: BatchDecision, i: int, arrays: CatalogArrays, model: CostMode
     b, m, net = float(batch.benefit_usd[i]), float(batch.migration_cost_usd[i]), float(batch.net_usd[i])
     h = model.payback_h
     price = float(arrays.price[int(batch.current[i])])
-    thr = model.gain_threshold() * (price if math.isfinite(price) else 0.0) * h
+    thr = float(model.threshold_usd(np.asarray(price)))
     head = REASONS[why]
     if why is Why.URGENT:
         if pt > model.urgent_breach:
@@ -493,7 +499,7 @@ def figures_of(batch: BatchDecision, i: int, arrays: CatalogArrays, model: CostM
     price = float(arrays.price[cur])
     out = {"net_usd": float(batch.net_usd[i]), "benefit_usd": float(batch.benefit_usd[i]),
            "migration_usd": float(batch.migration_cost_usd[i]),
-           "threshold_usd": model.gain_threshold() * (price if math.isfinite(price) else 0.0) * model.payback_h,
+           "threshold_usd": float(model.threshold_usd(np.asarray(price))),
            "breach_current": float(batch.breach_current[i]), "breach_target": float(batch.breach_target[i])}
     return {k: v for k, v in out.items() if math.isfinite(v)}
 

@@ -26,17 +26,17 @@ from sculpt.decide.decision import (
     BatchDecision,
     ForecastColumns,
     Why,
+    hold_rules,
     pct,
     plan_of,
     policy_gate,
 )
 from sculpt.decide.state import DecisionState
-from sculpt.domain.catalog import Catalog, CatalogArrays
-from sculpt.domain.fleet import Fleet, SlotInfo
+from sculpt.domain.catalog import Catalog, CatalogArrays, Shape
+from sculpt.domain.fleet import SlotInfo
 from sculpt.domain.forecast import Forecast
 from sculpt.domain.plan import Action, Decision, Plan, RuleResult
 from sculpt.domain.spec import FleetSpec
-from sculpt.rules import RuleContext, evaluate
 
 
 @dataclass(frozen=True)
@@ -170,42 +170,28 @@ def _move_elsewhere(x: FleetInputs, move: FleetPlan) -> FleetPlan | None:
     when that serves it for less (availability weighted, net of the move). One blue/green move instead of a
     resize now and a region move later; no cooldown or threshold gate (the move is decided, only where is
     asked), but the confidence floor and every mandatory policy rule on the fleet it produces."""
-    if not x.moves_regions or x.busy or len(x.spec.allowed_regions) < 2 or not move.plan.actions:
+    if not x.moves_regions or x.busy or not move.plan.actions:
         return None
-    fc = busiest(x)
-    if fc is None or fc.confidence < x.cost.confidence_floor:
+    ranked = _ranked(x)
+    if ranked is None:
         return None
     want = x.catalog.shape(str(move.plan.actions[0].to_shape))
-    ranked = rank(x.catalog, x.spec, fc, x.spec.shape, x.spec.region, x.availability, x.now, x.cost)
     home = next((c for c in ranked if c.shape == want.name and c.region == x.spec.region), None)
-
-    def covers(c: Candidate) -> bool:
-        s = x.catalog.shape(c.shape)
-        return s.vcpu >= want.vcpu and s.memory_gib >= want.memory_gib
-
-    best = next((c for c in ranked if c.region != x.spec.region and covers(c)), None)
+    best = next((c for c in ranked if c.region != x.spec.region and _as_large(x, c.shape, want)), None)
     if home is None or best is None or not best.effective_usd < home.effective_usd - 1e-9:
         return None
-    arrays = x.catalog.arrays(best.region)
-    target = [str(n) for n in arrays.names].index(best.shape)
-    day = int(np.max(x.state.moves_last_day(x.now))) if len(x.state) else 0
-    policy = policy_gate(x.spec, arrays, target, day, x.now, region=best.region)
+    target, policy = _gate(x, best)
     if not all(r.passed for r in policy if r.level == "mandatory"):
         return None
-    slots = list(x.slots) or [SlotInfo(x.spec.fleet, x.spec.shape, x.spec.region)]
-    actions = tuple(Action(kind="move", slot=s.id, from_shape=s.shape, to_shape=best.shape, from_region=s.region,
-                           to_region=best.region, why="region") for s in slots)
-    price = x.catalog.price(x.spec.shape, x.spec.region)
-    delta = (float(arrays.price[target]) - price) * HOURS_PER_MONTH * len(slots)
-    reason = (f"{move.plan.reason}; {best.shape} in {best.region} serves it for "
-              f"${home.effective_usd - best.effective_usd:.4f} less over {x.cost.payback_h:g} h than {want.name} in "
-              f"{x.spec.region} (net of the move, launch availability {best.availability:.0%}): one blue/green move")
-    plan = move.plan.model_copy(update={
-        "actions": actions, "reason": reason, "why": "region", "policy": policy,
-        "expected_monthly_delta_usd": delta if math.isfinite(delta) else 0.0,
-        "figures": {**move.plan.figures, "region_gain_usd": home.effective_usd - best.effective_usd}})
-    return FleetPlan(plan, Moves(np.asarray(x.rows, dtype=np.int64), np.full(len(x.rows), target), best.region),
-                     move.replicas)
+    actions, delta, moves = _moves_to(x, best, target)
+    gain = home.effective_usd - best.effective_usd
+    reason = (f"{move.plan.reason}; {best.shape} in {best.region} serves it for ${gain:.4f} less over "
+              f"{x.cost.payback_h:g} h than {want.name} in {x.spec.region} (net of the move, launch availability "
+              f"{best.availability:.0%}): one blue/green move")
+    plan = move.plan.model_copy(update={"actions": actions, "reason": reason, "why": "region", "policy": policy,
+                                        "expected_monthly_delta_usd": delta,
+                                        "figures": {**move.plan.figures, "region_gain_usd": gain}})
+    return FleetPlan(plan, moves, move.replicas)
 
 
 def merge_plans(stack: str, plans: Sequence[Plan], fallback_reason: str) -> Plan:
@@ -230,11 +216,8 @@ def merge_plans(stack: str, plans: Sequence[Plan], fallback_reason: str) -> Plan
 
 def hold_policy(x: FleetInputs) -> tuple[RuleResult, ...]:
     """The rules on the fleet as it is (a hold changes nothing)."""
-    fleet = Fleet.from_spec(x.spec)
-    price = x.catalog.price(x.spec.shape, x.spec.region)
-    return evaluate(RuleContext(spec=x.spec, fleet=fleet, hourly_cost=price * len(fleet.slots),
-                                families={x.spec.shape: x.catalog.shape(x.spec.shape).family},
-                                is_change=False, now=x.now, tags=x.spec.tags))
+    shape = x.spec.shape
+    return hold_rules(x.spec, shape, x.catalog.shape(shape).family, x.catalog.price(shape, x.spec.region), x.now)
 
 
 # -- region moves ---------------------------------------------------------------------------------------------
@@ -259,12 +242,9 @@ def region_choice(x: FleetInputs) -> tuple[Candidate, Candidate] | None:
     """(best, stay) when another allowed region would serve the busiest replica for less, availability-
     weighted and net of the move's cost (overlap, transfer of ``state_gb``, risk;
     ``sculpt.decide.availability.rank``); None otherwise or with too little history."""
-    if len(x.spec.allowed_regions) < 2:
+    ranked = _ranked(x)
+    if ranked is None:
         return None
-    fc = busiest(x)
-    if fc is None or fc.confidence < x.cost.confidence_floor:
-        return None  # too little history to send anyone to another region
-    ranked = rank(x.catalog, x.spec, fc, x.spec.shape, x.spec.region, x.availability, x.now, x.cost)
     stay = next((c for c in ranked if c.shape == x.spec.shape and c.region == x.spec.region), None)
     if stay is None:
         return None
@@ -273,10 +253,8 @@ def region_choice(x: FleetInputs) -> tuple[Candidate, Candidate] | None:
     now_shape = x.catalog.shape(x.spec.shape)
 
     def eligible(c: Candidate) -> bool:
-        if c.breach <= x.cost.urgent_breach:
-            return True
-        s = x.catalog.shape(c.shape)
-        return s.vcpu >= now_shape.vcpu and s.memory_gib >= now_shape.memory_gib and c.breach <= stay.breach + 1e-9
+        return c.breach <= x.cost.urgent_breach or (_as_large(x, c.shape, now_shape)
+                                                     and c.breach <= stay.breach + 1e-9)
 
     best = next((c for c in ranked if eligible(c)), None)
     if best is None or best.region == x.spec.region \
@@ -304,8 +282,7 @@ def region_plan(x: FleetInputs, hold: Plan) -> tuple[Plan, Moves]:
     best, stay = choice
     note = elsewhere(x, choice)
     gain = stay.effective_usd - best.effective_usd
-    price = x.catalog.price(x.spec.shape, x.spec.region)
-    threshold = x.cost.gain_threshold() * (price if math.isfinite(price) else 0.0) * x.cost.payback_h
+    threshold = float(x.cost.threshold_usd(np.asarray(x.catalog.price(x.spec.shape, x.spec.region))))
     figures = {**hold.figures, "region_gain_usd": gain, "region_threshold_usd": threshold}
 
     def gated(why: Why, what: str) -> tuple[Plan, Moves]:
@@ -320,22 +297,52 @@ def region_plan(x: FleetInputs, hold: Plan) -> tuple[Plan, Moves]:
         return gated(Why.COOLDOWN, "not now: cooling down after the last move")
     if not gain > threshold:
         return gated(Why.THRESHOLD, "not now: the saving does not clear the aggressiveness threshold")
-    arrays = x.catalog.arrays(best.region)
-    target = [str(n) for n in arrays.names].index(best.shape)
-    day = int(np.max(st.moves_last_day(x.now))) if len(st) else 0
-    policy = policy_gate(x.spec, arrays, target, day, x.now, region=best.region)
+    target, policy = _gate(x, best)
     failed = [r.rule for r in policy if not r.passed and r.level == "mandatory"]
     if failed:
         return gated(Why.POLICY, f"not now: policy blocks it: {', '.join(failed)}")
-    slots = list(x.slots) or [SlotInfo(x.spec.fleet, x.spec.shape, x.spec.region)]
-    actions = tuple(Action(kind="move", slot=s.id, from_shape=s.shape, to_shape=best.shape, from_region=s.region,
-                           to_region=best.region, why="region") for s in slots)
-    delta = (float(arrays.price[target]) - price) * HOURS_PER_MONTH * len(slots)
+    actions, delta, moves = _moves_to(x, best, target)
     reason = (f"moving to {best.region} saves ${gain:.4f} per instance over {x.cost.payback_h:g} h net of the "
               f"move (overlap, transfer, risk; launch availability {best.availability:.0%}); blue/green: "
               f"{x.spec.shape} in {x.spec.region} -> {best.shape} in {best.region}")
     plan = Plan(stack=x.spec.fleet, decision=Decision.MIGRATE, actions=actions, reason=reason,
-                expected_monthly_delta_usd=delta if math.isfinite(delta) else 0.0, risk=hold.risk,
-                confidence=hold.confidence, distribution=hold.distribution, policy=policy, urgent=False,
-                why="region", figures=figures)
-    return plan, Moves(np.asarray(x.rows, dtype=np.int64), np.full(len(x.rows), target), best.region)
+                expected_monthly_delta_usd=delta, risk=hold.risk, confidence=hold.confidence,
+                distribution=hold.distribution, policy=policy, urgent=False, why="region", figures=figures)
+    return plan, moves
+
+
+def _ranked(x: FleetInputs) -> list[Candidate] | None:
+    """Every (shape, region) the spec allows, ranked for the busiest replica (``rank``); None with a single
+    allowed region or too little history to send anyone elsewhere (the confidence floor)."""
+    if len(x.spec.allowed_regions) < 2:
+        return None
+    fc = busiest(x)
+    if fc is None or fc.confidence < x.cost.confidence_floor:
+        return None
+    return rank(x.catalog, x.spec, fc, x.spec.shape, x.spec.region, x.availability, x.now, x.cost)
+
+
+def _as_large(x: FleetInputs, shape: str, than: Shape) -> bool:
+    """``shape`` has at least the vCPUs and the memory of ``than``."""
+    s = x.catalog.shape(shape)
+    return s.vcpu >= than.vcpu and s.memory_gib >= than.memory_gib
+
+
+def _gate(x: FleetInputs, best: Candidate) -> tuple[int, tuple[RuleResult, ...]]:
+    """``best``'s index in its region's offerings, and every policy rule on the fleet moved there."""
+    arrays = x.catalog.arrays(best.region)
+    target = [str(n) for n in arrays.names].index(best.shape)
+    day = int(np.max(x.state.moves_last_day(x.now))) if len(x.state) else 0
+    return target, policy_gate(x.spec, arrays, target, day, x.now, region=best.region)
+
+
+def _moves_to(x: FleetInputs, best: Candidate, target: int) -> tuple[tuple[Action, ...], float, Moves]:
+    """The region move of the whole fleet to ``best``: one action per serving slot, the fleet's monthly
+    cost change, and the moves by row (``target`` indexes ``best.region``'s offerings)."""
+    slots = list(x.slots) or [SlotInfo(x.spec.fleet, x.spec.shape, x.spec.region)]
+    actions = tuple(Action(kind="move", slot=s.id, from_shape=s.shape, to_shape=best.shape, from_region=s.region,
+                           to_region=best.region, why="region") for s in slots)
+    delta = (float(x.catalog.arrays(best.region).price[target]) - x.catalog.price(x.spec.shape, x.spec.region)) \
+        * HOURS_PER_MONTH * len(slots)
+    moves = Moves(np.asarray(x.rows, dtype=np.int64), np.full(len(x.rows), target), best.region)
+    return actions, delta if math.isfinite(delta) else 0.0, moves
