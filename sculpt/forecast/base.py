@@ -138,3 +138,28 @@ class Predictor(Protocol):
     def loads(self, blob: bytes) -> None:
         """Restore from ``dumps``; afterwards predictions are identical to the dumped model's."""
         ...
+
+
+class Describing:
+    """What a predictor decorator says about itself is what the predictor it stands for says (``described``):
+    its profile, seed, period and notes. ``Guarded``, ``ProfileHandover`` and replay's sweep wrappers."""
+
+    @property
+    def described(self) -> Predictor:
+        raise NotImplementedError
+
+    @property
+    def profile(self) -> str:
+        return self.described.profile
+
+    @property
+    def seed(self) -> int:
+        return self.described.seed
+
+    @property
+    def horizon_s(self) -> float:
+        return self.described.horizon_s
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.described.notes)

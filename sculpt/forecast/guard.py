@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from sculpt.forecast.base import ForecastBatch, Predictor, SampleBatch
+from sculpt.forecast.base import Describing, ForecastBatch, Predictor, SampleBatch
 
 log = logging.getLogger("sculpt.forecast.guard")
 
 
-class Guarded:
+class Guarded(Describing):
     """A ``Predictor`` that falls back to the reactive last-value rule when its model raises.
 
     The fallback learns every sample too, so it is ready the moment it is needed. ``degraded`` holds the
@@ -39,20 +39,8 @@ class Guarded:
         self.model_s = 0.0
 
     @property
-    def profile(self) -> str:
-        return self.primary.profile
-
-    @property
-    def seed(self) -> int:
-        return self.primary.seed
-
-    @property
-    def horizon_s(self) -> float:
-        return self.primary.horizon_s
-
-    @property
-    def notes(self) -> list[str]:
-        return list(self.primary.notes)
+    def described(self) -> Predictor:
+        return self.primary
 
     def _fail(self, what: str, e: Exception) -> None:
         reason = f"model '{self.primary.name}' failed to {what} ({type(e).__name__}: {e}); using the reactive rule"
@@ -104,7 +92,7 @@ class Guarded:
         self.primary.loads(blob)
 
 
-class ProfileHandover:
+class ProfileHandover(Describing):
     """A ``Predictor`` that switches a live fleet to a new profile's model without forgetting.
 
     A profile names the model a fleet's streams are learned by; its history (per-stream periods, residuals,
@@ -123,20 +111,8 @@ class ProfileHandover:
         self.done = False
 
     @property
-    def profile(self) -> str:
-        return self.new.profile
-
-    @property
-    def seed(self) -> int:
-        return self.new.seed
-
-    @property
-    def horizon_s(self) -> float:
-        return self.new.horizon_s
-
-    @property
-    def notes(self) -> list[str]:
-        return list(self.new.notes)
+    def described(self) -> Predictor:
+        return self.new
 
     def learn_one(self, stream: str, sample: Any) -> None:
         self.old.learn_one(stream, sample)

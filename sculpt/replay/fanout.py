@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sculpt.domain.forecast import Forecast
-from sculpt.forecast.base import ForecastBatch, Predictor, Sample, SampleBatch
+from sculpt.forecast.base import Describing, ForecastBatch, Predictor, Sample, SampleBatch
 
 
-class Lead:
+class Lead(Describing):
     """The sweep's real predictor, remembering its last batched forecast for the ``Echo`` sculptors."""
 
     def __init__(self, inner: Predictor) -> None:
@@ -29,20 +29,8 @@ class Lead:
         self.last: tuple[list[str], float, ForecastBatch] | None = None
 
     @property
-    def profile(self) -> str:
-        return self.inner.profile
-
-    @property
-    def seed(self) -> int:
-        return self.inner.seed
-
-    @property
-    def horizon_s(self) -> float:
-        return self.inner.horizon_s
-
-    @property
-    def notes(self) -> list[str]:
-        return self.inner.notes
+    def described(self) -> Predictor:
+        return self.inner
 
     def learn_one(self, stream: str, sample: Sample) -> None:
         self.inner.learn_one(stream, sample)
@@ -65,7 +53,7 @@ class Lead:
         self.inner.loads(blob)
 
 
-class Echo:
+class Echo(Describing):
     """A sweep sculptor's predictor: the lead's forecast of this tick, without learning or forecasting again."""
 
     def __init__(self, lead: Lead) -> None:
@@ -73,20 +61,8 @@ class Echo:
         self.name = lead.name
 
     @property
-    def profile(self) -> str:
-        return self.lead.profile
-
-    @property
-    def seed(self) -> int:
-        return self.lead.seed
-
-    @property
-    def horizon_s(self) -> float:
-        return self.lead.horizon_s
-
-    @property
-    def notes(self) -> list[str]:
-        return self.lead.notes
+    def described(self) -> Predictor:
+        return self.lead
 
     def learn_one(self, stream: str, sample: Sample) -> None:
         return None
