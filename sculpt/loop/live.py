@@ -129,14 +129,15 @@ class LivePort:
                 continue
             if s.shape in self.names:
                 self._current[row] = self.names.index(s.shape)
-            c, m = self._cpu_mem(s, self.values.get(s.id) or {})
+            v = self.values.get(s.id) or {}
+            c, m = self._cpu_mem(s, v)
             if c is None:
                 self.warnings.append(f"{s.id}: no CPU reading this tick (metric source down or NaN): holding")
                 continue
             rows.append(row)
             cpu.append(c)
             mem.append(m)
-            ms = float((self.values.get(s.id) or {}).get("latency_p95_ms", math.nan))
+            ms = float(v.get("latency_p95_ms", math.nan))
             lat.append(ms if math.isfinite(ms) and ms >= 0 else math.nan)
         r = np.array(rows, dtype=np.int64)
         return Observation(rows=r, t=np.full(len(r), now), cpu_cores=np.array(cpu, dtype=np.float64),
